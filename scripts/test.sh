@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one test command: installs what the build needs, then runs the read-only gate
+# (format check, clippy with warnings as errors, every test). CI runs exactly this.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+
+"$here/scripts/setup.sh"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# A shared target dir outside the checkout survives between runs; keep it from growing without bound.
+if [ -d "$CARGO_TARGET_DIR" ]; then
+  size_gb=$(du -s --block-size=1G "$CARGO_TARGET_DIR" 2>/dev/null | cut -f1 || echo 0)
+  if [ "${size_gb:-0}" -gt 20 ]; then
+    echo "test: target dir is ${size_gb} GB, wiping it"
+    rm -rf "$CARGO_TARGET_DIR"
+  fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo nextest"
+cargo nextest run --workspace --locked "$@"

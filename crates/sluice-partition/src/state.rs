@@ -186,7 +186,6 @@ mod tests {
             base_sequence: Sequence(seq),
             record_count: count,
             base_timestamp_ms: 0,
-            max_timestamp_ms: 0,
             compression: Compression::None,
         }
     }

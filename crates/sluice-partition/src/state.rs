@@ -18,6 +18,10 @@ pub enum AppendError {
     /// The producer's epoch is older than one already seen: a newer incarnation exists.
     #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current}")]
     ProducerFenced { producer_id: ProducerId, epoch: ProducerEpoch, current: ProducerEpoch },
+    /// The stored batch could not be read. The leader validated it before appending, so this
+    /// means corruption or a bug; every replica reaches the same verdict.
+    #[error("stored batch is unreadable: {0}")]
+    Unreadable(String),
     /// The batch does not continue the producer's sequence and is not a known duplicate.
     #[error("producer {producer_id}: batch starts at sequence {got}, expected {expected}")]
     OutOfOrderSequence { producer_id: ProducerId, expected: Sequence, got: Sequence },

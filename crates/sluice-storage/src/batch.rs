@@ -80,6 +80,10 @@ impl Batch {
         self.put(CF_APPLIED, keys::applied(self.group, key), value);
     }
 
+    pub fn delete_applied(&mut self, key: AppliedKey) {
+        self.ops.push(Op::Delete { cf: CF_APPLIED, key: keys::applied(self.group, key) });
+    }
+
     /// Deletes the checkpoints at indexes below `index`.
     pub fn delete_checkpoints_before(&mut self, index: u64) {
         self.ops.push(Op::DeleteRange {

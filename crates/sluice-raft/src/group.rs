@@ -1,0 +1,168 @@
+//! Starting one partition replica: storage, state machine, network, Raft.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::impls::BasicNode;
+use openraft::{Config, SnapshotPolicy};
+use sluice_storage::{Storage, StorageError};
+use sluice_types::{GroupId, ValidatedBatch};
+
+use crate::PartitionRaftHandle;
+use crate::log_store::RocksLogStore;
+use crate::network::{GroupNetworkFactory, RaftDispatcher, RaftGroupRpc, Transport};
+use crate::partition_sm::{PartitionReader, PartitionStateMachine, RetentionFloor};
+use crate::types::{PartitionRaft, PartitionRequest, PartitionResponse};
+
+/// Raft timing. A node hosts many groups on few cores: heartbeats are per group, so they are
+/// kept modest, and the election timeout leaves room for a loaded machine's scheduling delays.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
+        }
+    }
+}
+
+/// The openraft configuration of a Sluice group. Snapshots are never taken by openraft's policy:
+/// retention decides them, and after one the log is purged exactly up to it.
+pub fn group_config(settings: &RaftSettings) -> Result<Arc<Config>, GroupError> {
+    let config = Config {
+        cluster_name: "sluice".into(),
+        heartbeat_interval: settings.heartbeat_interval_ms,
+        election_timeout_min: settings.election_timeout_min_ms,
+        election_timeout_max: settings.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        max_payload_entries: 256,
+        ..Config::default()
+    };
+    Ok(Arc::new(config.validate().map_err(|e| GroupError::Config(e.to_string()))?))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("invalid raft config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("state machine: {0}")]
+    StateMachine(#[from] std::io::Error),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why an append was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendFailure {
+    /// This replica is not the leader; the leader's node id if known.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    /// The outcome is unknown (the replica shut down or failed mid-write): the batch may or may
+    /// not be committed. Idempotent producers retry safely.
+    #[error("append outcome unknown: {0}")]
+    Indeterminate(String),
+}
+
+/// One partition replica on this node.
+#[derive(Clone)]
+pub struct PartitionGroup {
+    group: GroupId,
+    node: u64,
+    raft: PartitionRaftHandle,
+    reader: PartitionReader,
+    retention: Arc<Mutex<RetentionFloor>>,
+}
+
+impl std::fmt::Debug for PartitionGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionGroup")
+            .field("group", &self.group)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionGroup {
+    /// Opens (creating its storage on first use) and starts the replica of `group` on `node`,
+    /// and registers it with the node's dispatcher so peers reach it.
+    pub async fn open(
+        node: u64,
+        group: GroupId,
+        storage: &Storage,
+        transport: Arc<dyn Transport>,
+        dispatcher: &RaftDispatcher,
+        settings: &RaftSettings,
+    ) -> Result<Self, GroupError> {
+        let group_storage = match storage.group(group) {
+            Ok(g) => g,
+            Err(StorageError::UnknownGroup(_)) => storage.create_group(group).await?,
+            Err(e) => return Err(e.into()),
+        };
+        let log_store = RocksLogStore::<PartitionRaft>::new(group_storage.clone());
+        let sm = PartitionStateMachine::open(group_storage)?;
+        let reader = sm.reader();
+        let retention = sm.retention();
+        let network = GroupNetworkFactory::new(group, transport);
+        let raft = openraft::Raft::new(node, group_config(settings)?, network, log_store, sm)
+            .await
+            .map_err(|e| GroupError::Raft(e.to_string()))?;
+        dispatcher.register(group, Arc::new(RaftGroupRpc::new(raft.clone())));
+        Ok(PartitionGroup { group, node, raft, reader, retention })
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub fn raft(&self) -> &PartitionRaftHandle {
+        &self.raft
+    }
+
+    pub fn reader(&self) -> &PartitionReader {
+        &self.reader
+    }
+
+    /// Forms the replica set on a pristine group (once, on one member).
+    pub async fn initialize(&self, members: BTreeMap<u64, BasicNode>) -> Result<(), GroupError> {
+        self.raft.initialize(members).await.map_err(|e| GroupError::Raft(e.to_string()))
+    }
+
+    /// Appends validated batches as one Raft entry and waits until it is committed (on a
+    /// majority, fsynced) and applied.
+    pub async fn append(&self, batches: Vec<ValidatedBatch>) -> Result<PartitionResponse, AppendFailure> {
+        let request =
+            PartitionRequest { batches: batches.into_iter().map(ValidatedBatch::into_bytes).collect() };
+        match self.raft.client_write(request).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(AppendFailure::NotLeader { leader: forward.leader_id })
+            }
+            Err(e) => Err(AppendFailure::Indeterminate(e.to_string())),
+        }
+    }
+
+    /// Lets retention purge the log up to `floor`: a snapshot is taken at the newest checkpoint
+    /// within it and openraft purges the log up to that snapshot.
+    pub async fn set_retention(&self, floor: RetentionFloor) -> Result<(), GroupError> {
+        *self.retention.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = floor;
+        self.raft.trigger().snapshot().await.map_err(|e| GroupError::Raft(e.to_string()))
+    }
+
+    /// Stops the replica and unregisters it.
+    pub async fn shutdown(&self, dispatcher: &RaftDispatcher) -> Result<(), GroupError> {
+        dispatcher.unregister(self.group);
+        self.raft.shutdown().await.map_err(|e| GroupError::Raft(e.to_string()))
+    }
+}

@@ -1,0 +1,28 @@
+//! openraft glue: the only crate that links openraft.
+//!
+//! [`RocksLogStore`] keeps any group's Raft log in the node's shared RocksDB (`sluice-storage`),
+//! in the [`codec`] encoding that is also the wire encoding. [`PartitionStateMachine`] applies a
+//! partition's committed batches through the pure `sluice-partition` rules; its Raft log is the
+//! message log, and its snapshots are small checkpoints taken at the retention boundary. The
+//! [`network`] module multiplexes every group's RPCs over one transport per node.
+//! Main types: [`PartitionRaft`], [`PartitionGroup`], [`RocksLogStore`], [`PartitionStateMachine`].
+
+pub mod codec;
+mod group;
+mod log_store;
+pub mod network;
+mod partition_sm;
+mod pb;
+mod types;
+
+pub use group::{AppendFailure, GroupError, PartitionGroup, RaftSettings, group_config};
+pub use log_store::RocksLogStore;
+pub use network::{GroupRpc, LocalNetwork, LocalTransport, RaftDispatcher, Transport, TransportError};
+pub use partition_sm::{
+    CHECKPOINT_INTERVAL_ENTRIES, FetchError, PartitionReader, PartitionStateMachine, Progress,
+    RetentionFloor, StoredBatch,
+};
+pub use types::{GroupConfig, PartitionRaft, PartitionRequest, PartitionResponse};
+
+/// The Raft handle of a partition group.
+pub type PartitionRaftHandle = openraft::Raft<PartitionRaft, PartitionStateMachine>;

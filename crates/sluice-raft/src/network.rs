@@ -1,0 +1,425 @@
+//! The multiplexed Raft transport: every group of a node sends through one [`Transport`] (one
+//! connection per peer), and every node receives through one [`RaftDispatcher`] that routes each
+//! message to its group by the group id it carries.
+//!
+//! [`LocalTransport`] connects nodes of one process (tests); the gRPC transport of the broker
+//! implements the same trait, so the same conversions and routing are exercised by both.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::Raft;
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::impls::BasicNode;
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use sluice_proto::raft as pb;
+use sluice_types::GroupId;
+
+use crate::pb as conv;
+use crate::types::GroupConfig;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Why a peer RPC did not get an answer from the target group.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The peer could not be reached; Raft backs off before retrying.
+    #[error("node {node} unreachable: {reason}")]
+    Unreachable { node: u64, reason: String },
+    /// The peer is up but does not host the group (yet, or any more).
+    #[error("node {node} does not host group {group}")]
+    UnknownGroup { node: u64, group: GroupId },
+    /// The peer answered with an error.
+    #[error("node {node} failed the request: {reason}")]
+    Remote { node: u64, reason: String },
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Sends encoded Raft messages to other nodes; one per node, shared by all its groups.
+pub trait Transport: Send + Sync + 'static {
+    fn vote(
+        &self,
+        target: u64,
+        addr: &str,
+        req: pb::VoteRequest,
+    ) -> BoxFuture<Result<pb::VoteResponse, TransportError>>;
+    fn append_entries(
+        &self,
+        target: u64,
+        addr: &str,
+        req: pb::AppendEntriesRequest,
+    ) -> BoxFuture<Result<pb::AppendEntriesResponse, TransportError>>;
+    fn install_snapshot(
+        &self,
+        target: u64,
+        addr: &str,
+        req: pb::InstallSnapshotRequest,
+    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, TransportError>>;
+}
+
+/// The receiving side of one group: decodes a message, hands it to the group's Raft.
+pub trait GroupRpc: Send + Sync + 'static {
+    fn vote(&self, req: pb::VoteRequest) -> BoxFuture<Result<pb::VoteResponse, String>>;
+    fn append_entries(
+        &self,
+        req: pb::AppendEntriesRequest,
+    ) -> BoxFuture<Result<pb::AppendEntriesResponse, String>>;
+    fn install_snapshot(
+        &self,
+        req: pb::InstallSnapshotRequest,
+    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, String>>;
+}
+
+/// Adapts a `Raft` whose snapshots are bytes to [`GroupRpc`].
+pub struct RaftGroupRpc<C: GroupConfig, SM: RaftStateMachine<C, SnapshotData = Bytes>> {
+    raft: Raft<C, SM>,
+}
+
+impl<C: GroupConfig, SM: RaftStateMachine<C, SnapshotData = Bytes>> std::fmt::Debug for RaftGroupRpc<C, SM> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftGroupRpc").finish_non_exhaustive()
+    }
+}
+
+impl<C: GroupConfig, SM: RaftStateMachine<C, SnapshotData = Bytes>> RaftGroupRpc<C, SM> {
+    pub fn new(raft: Raft<C, SM>) -> Self {
+        RaftGroupRpc { raft }
+    }
+}
+
+impl<C, SM> GroupRpc for RaftGroupRpc<C, SM>
+where
+    C: GroupConfig,
+    SM: RaftStateMachine<C, SnapshotData = Bytes>,
+{
+    fn vote(&self, req: pb::VoteRequest) -> BoxFuture<Result<pb::VoteResponse, String>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let pre_vote = req.pre_vote;
+            let request = conv::vote_request_from_pb::<C>(req).map_err(|e| e.to_string())?;
+            let response = if pre_vote { raft.pre_vote(request).await } else { raft.vote(request).await };
+            Ok(conv::vote_response_to_pb(&response.map_err(|e| e.to_string())?))
+        })
+    }
+
+    fn append_entries(
+        &self,
+        req: pb::AppendEntriesRequest,
+    ) -> BoxFuture<Result<pb::AppendEntriesResponse, String>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let request = conv::append_request_from_pb::<C>(req).map_err(|e| e.to_string())?;
+            let response = raft.append_entries(request).await.map_err(|e| e.to_string())?;
+            Ok(conv::append_response_to_pb(&response))
+        })
+    }
+
+    fn install_snapshot(
+        &self,
+        req: pb::InstallSnapshotRequest,
+    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, String>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let vote = conv::vote_from_pb(req.vote).map_err(|e| e.to_string())?;
+            let meta = serde_json::from_slice(&req.meta).map_err(|e| format!("snapshot meta: {e}"))?;
+            let snapshot = openraft::storage::Snapshot { meta, snapshot: req.data };
+            let response = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string())?;
+            Ok(pb::InstallSnapshotResponse { vote: Some(conv::vote_to_pb(&response.vote)) })
+        })
+    }
+}
+
+/// Routes incoming peer messages to the groups this node hosts.
+#[derive(Default)]
+pub struct RaftDispatcher {
+    groups: RwLock<HashMap<GroupId, Arc<dyn GroupRpc>>>,
+}
+
+impl std::fmt::Debug for RaftDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftDispatcher").field("groups", &self.groups().len()).finish()
+    }
+}
+
+/// Why a received message could not be delivered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DispatchError {
+    #[error("group {0} is not hosted here")]
+    UnknownGroup(GroupId),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl RaftDispatcher {
+    pub fn register(&self, group: GroupId, rpc: Arc<dyn GroupRpc>) {
+        self.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(group, rpc);
+    }
+
+    pub fn unregister(&self, group: GroupId) {
+        self.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&group);
+    }
+
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().copied().collect()
+    }
+
+    fn group(&self, group: u64) -> Result<Arc<dyn GroupRpc>, DispatchError> {
+        let group = GroupId(group);
+        self.groups
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&group)
+            .cloned()
+            .ok_or(DispatchError::UnknownGroup(group))
+    }
+
+    pub async fn vote(&self, req: pb::VoteRequest) -> Result<pb::VoteResponse, DispatchError> {
+        self.group(req.group_id)?.vote(req).await.map_err(DispatchError::Failed)
+    }
+
+    pub async fn append_entries(
+        &self,
+        req: pb::AppendEntriesRequest,
+    ) -> Result<pb::AppendEntriesResponse, DispatchError> {
+        self.group(req.group_id)?.append_entries(req).await.map_err(DispatchError::Failed)
+    }
+
+    pub async fn install_snapshot(
+        &self,
+        req: pb::InstallSnapshotRequest,
+    ) -> Result<pb::InstallSnapshotResponse, DispatchError> {
+        self.group(req.group_id)?.install_snapshot(req).await.map_err(DispatchError::Failed)
+    }
+}
+
+/// Nodes of one process, connected in memory. Nodes can be cut off to simulate crashes and
+/// partitions.
+#[derive(Debug, Default)]
+pub struct LocalNetwork {
+    nodes: Mutex<HashMap<u64, Arc<RaftDispatcher>>>,
+    cut: Mutex<HashSet<u64>>,
+}
+
+impl LocalNetwork {
+    pub fn new() -> Arc<Self> {
+        Arc::new(LocalNetwork::default())
+    }
+
+    /// Connects a node; its groups receive through `dispatcher`.
+    pub fn add_node(self: &Arc<Self>, node: u64, dispatcher: Arc<RaftDispatcher>) -> Arc<LocalTransport> {
+        self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(node, dispatcher);
+        self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
+        Arc::new(LocalTransport { from: node, network: self.clone() })
+    }
+
+    /// Disconnects a node: nothing reaches it and nothing it sends arrives.
+    pub fn remove_node(&self, node: u64) {
+        self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
+    }
+
+    /// Cuts a node off without removing it (a partition); `heal` reconnects it.
+    pub fn isolate(&self, node: u64) {
+        self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(node);
+    }
+
+    pub fn heal(&self, node: u64) {
+        self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
+    }
+
+    fn route(&self, from: u64, to: u64) -> Result<Arc<RaftDispatcher>, TransportError> {
+        let cut = self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cut.contains(&from) || cut.contains(&to) {
+            return Err(TransportError::Unreachable { node: to, reason: "partitioned".into() });
+        }
+        drop(cut);
+        let nodes = self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !nodes.contains_key(&from) {
+            return Err(TransportError::Unreachable { node: to, reason: "sender is down".into() });
+        }
+        nodes.get(&to).cloned().ok_or(TransportError::Unreachable { node: to, reason: "down".into() })
+    }
+}
+
+/// One node's view of a [`LocalNetwork`].
+#[derive(Debug)]
+pub struct LocalTransport {
+    from: u64,
+    network: Arc<LocalNetwork>,
+}
+
+fn dispatch_error(node: u64, e: DispatchError) -> TransportError {
+    match e {
+        DispatchError::UnknownGroup(group) => TransportError::UnknownGroup { node, group },
+        DispatchError::Failed(reason) => TransportError::Remote { node, reason },
+    }
+}
+
+impl Transport for LocalTransport {
+    fn vote(
+        &self,
+        target: u64,
+        _addr: &str,
+        req: pb::VoteRequest,
+    ) -> BoxFuture<Result<pb::VoteResponse, TransportError>> {
+        let route = self.network.route(self.from, target);
+        Box::pin(async move { route?.vote(req).await.map_err(|e| dispatch_error(target, e)) })
+    }
+
+    fn append_entries(
+        &self,
+        target: u64,
+        _addr: &str,
+        req: pb::AppendEntriesRequest,
+    ) -> BoxFuture<Result<pb::AppendEntriesResponse, TransportError>> {
+        let route = self.network.route(self.from, target);
+        Box::pin(async move { route?.append_entries(req).await.map_err(|e| dispatch_error(target, e)) })
+    }
+
+    fn install_snapshot(
+        &self,
+        target: u64,
+        _addr: &str,
+        req: pb::InstallSnapshotRequest,
+    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, TransportError>> {
+        let route = self.network.route(self.from, target);
+        Box::pin(async move { route?.install_snapshot(req).await.map_err(|e| dispatch_error(target, e)) })
+    }
+}
+
+/// openraft's network factory for one group: every client it makes shares the node's transport.
+pub struct GroupNetworkFactory {
+    group: GroupId,
+    transport: Arc<dyn Transport>,
+}
+
+impl std::fmt::Debug for GroupNetworkFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupNetworkFactory").field("group", &self.group).finish_non_exhaustive()
+    }
+}
+
+impl GroupNetworkFactory {
+    pub fn new(group: GroupId, transport: Arc<dyn Transport>) -> Self {
+        GroupNetworkFactory { group, transport }
+    }
+}
+
+impl<C: GroupConfig> RaftNetworkFactory<C> for GroupNetworkFactory {
+    type Network = GroupNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> GroupNetwork {
+        GroupNetwork { group: self.group, target, addr: node.addr.clone(), transport: self.transport.clone() }
+    }
+}
+
+/// A group's client to one peer. Holds no connection of its own.
+pub struct GroupNetwork {
+    group: GroupId,
+    target: u64,
+    addr: String,
+    transport: Arc<dyn Transport>,
+}
+
+impl std::fmt::Debug for GroupNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupNetwork")
+            .field("group", &self.group)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn with_ttl<T>(
+    ttl: Duration,
+    fut: impl Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    tokio::time::timeout(ttl, fut).await.unwrap_or(Err(TransportError::Timeout(ttl)))
+}
+
+fn rpc_error<C: GroupConfig>(e: &TransportError) -> RPCError<C> {
+    match e {
+        TransportError::Unreachable { .. } | TransportError::UnknownGroup { .. } => {
+            RPCError::Unreachable(Unreachable::new(e))
+        }
+        TransportError::Remote { .. } | TransportError::Timeout(_) => RPCError::Network(NetworkError::new(e)),
+    }
+}
+
+fn decode_error<C: GroupConfig>(e: &crate::codec::CodecError) -> RPCError<C> {
+    RPCError::Network(NetworkError::new(e))
+}
+
+impl<C: GroupConfig> RaftNetworkV2<C> for GroupNetwork {
+    type SnapshotData = Bytes;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let req = conv::append_request_to_pb(self.group.0, &rpc);
+        let resp = with_ttl(option.hard_ttl(), self.transport.append_entries(self.target, &self.addr, req))
+            .await
+            .map_err(|e| rpc_error::<C>(&e))?;
+        conv::append_response_from_pb(resp).map_err(|e| decode_error::<C>(&e))
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        let req = conv::vote_request_to_pb(self.group.0, &rpc, false);
+        let resp = with_ttl(option.hard_ttl(), self.transport.vote(self.target, &self.addr, req))
+            .await
+            .map_err(|e| rpc_error::<C>(&e))?;
+        conv::vote_response_from_pb(resp).map_err(|e| decode_error::<C>(&e))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        let req = conv::vote_request_to_pb(self.group.0, &rpc, true);
+        let resp = with_ttl(option.hard_ttl(), self.transport.vote(self.target, &self.addr, req))
+            .await
+            .map_err(|e| rpc_error::<C>(&e))?;
+        conv::vote_response_from_pb(resp).map_err(|e| decode_error::<C>(&e))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, Bytes>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let req = pb::InstallSnapshotRequest {
+            group_id: self.group.0,
+            vote: Some(conv::vote_to_pb(&vote)),
+            meta: Bytes::from(
+                serde_json::to_vec(&snapshot.meta).expect("snapshot meta is always serializable"),
+            ),
+            data: snapshot.snapshot,
+        };
+        let send = with_ttl(option.hard_ttl(), self.transport.install_snapshot(self.target, &self.addr, req));
+        let resp = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            resp = send => resp,
+        };
+        let resp = resp.map_err(|e| match rpc_error::<C>(&e) {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            _ => StreamingError::Network(NetworkError::new(&e)),
+        })?;
+        let vote =
+            conv::vote_from_pb(resp.vote).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        Ok(SnapshotResponse::new(vote))
+    }
+}

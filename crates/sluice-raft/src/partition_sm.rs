@@ -1,0 +1,516 @@
+//! The partition state machine: applies committed batches, keeps the offset index, takes
+//! checkpoints, and serves committed batches to readers.
+//!
+//! The Raft log is the message log: applying an entry writes only a small offset-index row per
+//! batch; the records stay where Raft stored them. The state itself (`sluice_partition`) is
+//! persisted as a checkpoint every [`CHECKPOINT_INTERVAL_ENTRIES`]; after a restart openraft
+//! re-applies the committed entries after the newest checkpoint, which rewrites the same rows.
+//!
+//! Snapshots follow retention, not the apply position (DESIGN.md §2.2): a snapshot is the
+//! checkpoint at the retention boundary, so a follower that installs it still receives every
+//! retained entry after it from the leader's log. A snapshot at the last applied entry would let
+//! the follower skip retained records, which would be gone after a failover.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use sluice_partition::{AppendError, BatchOutcome, PartitionState};
+use sluice_storage::{AppliedKey, Durability, GroupStorage, OffsetIndexEntry, StorageError};
+use sluice_types::{BatchHeader, Offset};
+use tokio::sync::watch;
+
+use crate::codec;
+use crate::log_store::io_error;
+use crate::types::{PartitionRaft, PartitionResponse};
+
+type C = PartitionRaft;
+
+/// A checkpoint of the state is persisted at least every this many applied entries.
+pub const CHECKPOINT_INTERVAL_ENTRIES: u64 = 1024;
+/// Checkpoints kept at most; beyond it the most closely spaced one is dropped, so they stay
+/// spread over the retained log.
+pub const CHECKPOINTS_MAX: usize = 64;
+/// Offset-index rows read per storage call while serving a fetch.
+const FETCH_INDEX_ROWS_PER_READ: usize = 64;
+
+/// Which applied entries retention allows to purge. Set by the retention policy of the topic
+/// (time or size, evaluated elsewhere); the snapshot is built at this boundary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetentionFloor {
+    /// Keep everything (the default).
+    Nothing,
+    /// Entries at this Raft index or below may be purged.
+    Through(u64),
+    /// Every applied entry may be purged.
+    Everything,
+}
+
+/// The partition's state as of one applied entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Checkpoint {
+    last_applied: Option<LogIdOf<C>>,
+    membership: StoredMembershipOf<C>,
+    partition: PartitionState,
+}
+
+impl Checkpoint {
+    fn index(&self) -> u64 {
+        self.last_applied.map_or(0, |id| id.index)
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("checkpoints are always serializable"))
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, io::Error> {
+        serde_json::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Where a partition's committed data begins and ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The first retained offset.
+    pub log_start: Offset,
+    /// One past the last committed offset.
+    pub high_watermark: Offset,
+}
+
+/// A batch as a consumer receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub base_offset: Offset,
+    /// The producer's bytes, unchanged.
+    pub bytes: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("offset {requested} is outside [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange { requested: Offset, log_start: Offset, high_watermark: Offset },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("partition data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// Reads committed batches of one partition replica. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PartitionReader {
+    storage: GroupStorage,
+    progress: watch::Receiver<Progress>,
+}
+
+impl PartitionReader {
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// A receiver that changes whenever the high watermark or log start moves: what long polls
+    /// wait on.
+    pub fn watch(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Committed batches from the one holding `from` on, whole, until `max_bytes` is reached
+    /// (at least one batch is returned when any is committed at `from`). The first batch may
+    /// start before `from`: batches are served as stored.
+    pub fn read(&self, from: Offset, max_bytes: usize) -> Result<Vec<StoredBatch>, FetchError> {
+        let progress = self.progress();
+        if from < progress.log_start || from > progress.high_watermark {
+            return Err(FetchError::OffsetOutOfRange {
+                requested: from,
+                log_start: progress.log_start,
+                high_watermark: progress.high_watermark,
+            });
+        }
+        let mut out = Vec::new();
+        if from == progress.high_watermark {
+            return Ok(out);
+        }
+        let Some((first_base, first_row)) = self.storage.offset_index_floor(from)? else {
+            return Err(FetchError::Corrupt(format!("no offset index row at or before {from}")));
+        };
+        if first_base.plus(u64::from(first_row.record_count)) <= from {
+            return Err(FetchError::Corrupt(format!("offset {from} falls in no batch")));
+        }
+        let mut rows = vec![(first_base, first_row)];
+        let mut bytes = 0usize;
+        let mut cached: Option<(u64, Vec<Bytes>)> = None;
+        let mut next_base = first_base;
+        'outer: loop {
+            for (base, row) in rows.drain(..) {
+                if base >= progress.high_watermark || (!out.is_empty() && bytes >= max_bytes) {
+                    break 'outer;
+                }
+                if base != next_base {
+                    return Err(FetchError::Corrupt(format!(
+                        "offset index gap: expected {next_base}, found {base}"
+                    )));
+                }
+                if cached.as_ref().is_none_or(|(index, _)| *index != row.index) {
+                    let entry = self.storage.entry(row.index)?.ok_or_else(|| {
+                        FetchError::Corrupt(format!("entry {} of offset {base} is gone", row.index))
+                    })?;
+                    let batches = codec::partition_entry_batches(entry)
+                        .map_err(|e| FetchError::Corrupt(e.to_string()))?;
+                    cached = Some((row.index, batches));
+                }
+                let batch = cached
+                    .as_ref()
+                    .and_then(|(_, batches)| batches.get(row.position as usize))
+                    .ok_or_else(|| {
+                        FetchError::Corrupt(format!("entry {} has no batch {}", row.index, row.position))
+                    })?
+                    .clone();
+                bytes += batch.len();
+                out.push(StoredBatch { base_offset: base, bytes: batch });
+                next_base = base.plus(u64::from(row.record_count));
+            }
+            rows = self.storage.offset_index_from(next_base, FETCH_INDEX_ROWS_PER_READ)?;
+            if rows.is_empty() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The state machine of one partition replica.
+pub struct PartitionStateMachine {
+    storage: GroupStorage,
+    current: Checkpoint,
+    /// Indexes of the persisted checkpoints.
+    checkpoints: BTreeSet<u64>,
+    /// The index of the snapshot currently offered (0 when none).
+    snapshot_index: u64,
+    retention: Arc<Mutex<RetentionFloor>>,
+    progress: watch::Sender<Progress>,
+}
+
+impl std::fmt::Debug for PartitionStateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionStateMachine")
+            .field("group", &self.storage.group())
+            .field("last_applied", &self.current.last_applied)
+            .field("next_offset", &self.current.partition.next_offset())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionStateMachine {
+    /// Opens the state machine from its newest checkpoint (or empty).
+    pub fn open(storage: GroupStorage) -> Result<Self, io::Error> {
+        let checkpoints: BTreeSet<u64> =
+            storage.checkpoint_indexes().map_err(io_error)?.into_iter().collect();
+        let current = match checkpoints.last() {
+            Some(&index) => {
+                let bytes =
+                    storage.applied(AppliedKey::Checkpoint(index)).map_err(io_error)?.ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::NotFound, format!("checkpoint {index} vanished"))
+                    })?;
+                Checkpoint::from_bytes(&bytes)?
+            }
+            None => Checkpoint::default(),
+        };
+        let snapshot_index = match storage.applied(AppliedKey::Snapshot).map_err(io_error)? {
+            Some(bytes) => decode_stored_snapshot(bytes)?.0.last_log_id.map_or(0, |id| id.index),
+            None => 0,
+        };
+        let (progress, _) = watch::channel(Progress {
+            log_start: current.partition.log_start_offset(),
+            high_watermark: current.partition.next_offset(),
+        });
+        Ok(PartitionStateMachine {
+            storage,
+            current,
+            checkpoints,
+            snapshot_index,
+            retention: Arc::new(Mutex::new(RetentionFloor::Nothing)),
+            progress,
+        })
+    }
+
+    pub fn reader(&self) -> PartitionReader {
+        PartitionReader { storage: self.storage.clone(), progress: self.progress.subscribe() }
+    }
+
+    /// The handle through which retention moves the purge boundary.
+    pub fn retention(&self) -> Arc<Mutex<RetentionFloor>> {
+        self.retention.clone()
+    }
+
+    fn publish_progress(&self) {
+        let progress = Progress {
+            log_start: self.current.partition.log_start_offset(),
+            high_watermark: self.current.partition.next_offset(),
+        };
+        self.progress.send_if_modified(|p| {
+            let changed = *p != progress;
+            *p = progress;
+            changed
+        });
+    }
+
+    fn put_checkpoint(&mut self, batch: &mut sluice_storage::Batch) {
+        let index = self.current.index();
+        batch.put_applied(AppliedKey::Checkpoint(index), self.current.to_bytes());
+        self.checkpoints.insert(index);
+        while self.checkpoints.len() > CHECKPOINTS_MAX {
+            // Drop the checkpoint closest to its predecessor, never the first or the newest.
+            let list: Vec<u64> = self.checkpoints.iter().copied().collect();
+            let victim = list
+                .windows(2)
+                .skip(1)
+                .take(list.len().saturating_sub(2))
+                .min_by_key(|w| w[1] - w[0])
+                .map(|w| w[1]);
+            let Some(victim) = victim else { break };
+            self.checkpoints.remove(&victim);
+            batch.delete_applied(AppliedKey::Checkpoint(victim));
+        }
+    }
+
+    /// The state at the retention boundary, if it is past the current snapshot.
+    fn state_at_retention_boundary(&self) -> Result<Option<Checkpoint>, io::Error> {
+        let floor = *self.retention.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let applied = self.current.index();
+        let target = match floor {
+            RetentionFloor::Nothing => return Ok(None),
+            RetentionFloor::Through(index) => index.min(applied),
+            RetentionFloor::Everything => applied,
+        };
+        if target == 0 || target <= self.snapshot_index || self.current.last_applied.is_none() {
+            return Ok(None);
+        }
+        if target == applied {
+            return Ok(Some(self.current.clone()));
+        }
+        let Some(&index) = self.checkpoints.range(..=target).next_back() else { return Ok(None) };
+        if index <= self.snapshot_index {
+            return Ok(None);
+        }
+        let bytes =
+            self.storage.applied(AppliedKey::Checkpoint(index)).map_err(io_error)?.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("checkpoint {index} vanished"))
+            })?;
+        Ok(Some(Checkpoint::from_bytes(&bytes)?))
+    }
+}
+
+fn encode_stored_snapshot(meta: &SnapshotMetaOf<C>, data: &Bytes) -> Bytes {
+    let meta = serde_json::to_vec(meta).expect("snapshot meta is always serializable");
+    let mut out = BytesMut::with_capacity(4 + meta.len() + data.len());
+    out.put_u32(u32::try_from(meta.len()).expect("snapshot meta is small"));
+    out.put_slice(&meta);
+    out.put_slice(data);
+    out.freeze()
+}
+
+fn decode_stored_snapshot(mut bytes: Bytes) -> Result<(SnapshotMetaOf<C>, Bytes), io::Error> {
+    let invalid =
+        |detail: &str| io::Error::new(io::ErrorKind::InvalidData, format!("stored snapshot: {detail}"));
+    if bytes.remaining() < 4 {
+        return Err(invalid("truncated"));
+    }
+    let len = bytes.get_u32() as usize;
+    if bytes.remaining() < len {
+        return Err(invalid("truncated meta"));
+    }
+    let meta = serde_json::from_slice(&bytes.split_to(len)).map_err(|e| invalid(&e.to_string()))?;
+    Ok((meta, bytes))
+}
+
+/// Encodes the snapshot data: the partition state as of the snapshot's index, with the log start
+/// moved to where the log then begins.
+fn snapshot_data(checkpoint: &Checkpoint) -> Bytes {
+    let mut state = checkpoint.partition.clone();
+    state.advance_log_start(state.next_offset());
+    Bytes::from(state.to_bytes())
+}
+
+/// Builds the snapshot chosen when it was created; holds its own copy of the state, so applying
+/// may go on meanwhile.
+pub struct PartitionSnapshotBuilder {
+    storage: GroupStorage,
+    checkpoint: Checkpoint,
+    /// Checkpoints made useless by this snapshot (the log before it is purged).
+    obsolete_checkpoints: Vec<u64>,
+}
+
+impl std::fmt::Debug for PartitionSnapshotBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionSnapshotBuilder")
+            .field("index", &self.checkpoint.index())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftSnapshotBuilder<C> for PartitionSnapshotBuilder {
+    type SnapshotData = Bytes;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Bytes>, io::Error> {
+        let meta = SnapshotMetaOf::<C> {
+            last_log_id: self.checkpoint.last_applied,
+            last_membership: self.checkpoint.membership.clone(),
+        };
+        let data = snapshot_data(&self.checkpoint);
+        let mut batch = self.storage.batch();
+        batch.put_applied(AppliedKey::Snapshot, encode_stored_snapshot(&meta, &data));
+        for index in self.obsolete_checkpoints.drain(..) {
+            batch.delete_applied(AppliedKey::Checkpoint(index));
+        }
+        self.storage.write(batch, Durability::Fsync).await.map_err(io_error)?;
+        tracing::info!(group = %self.storage.group(), index = self.checkpoint.index(), "partition snapshot built");
+        Ok(openraft::storage::Snapshot { meta, snapshot: data })
+    }
+}
+
+impl RaftStateMachine<C> for PartitionStateMachine {
+    type SnapshotData = Bytes;
+    type SnapshotBuilder = PartitionSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        Ok((self.current.last_applied, self.current.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = self.storage.batch();
+        let mut replies = Vec::new();
+        let last_checkpoint = self.checkpoints.last().copied().unwrap_or(0);
+        let mut checkpoint_due = false;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id;
+            self.current.last_applied = Some(log_id);
+            let mut response = PartitionResponse::default();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Membership(membership) => {
+                    self.current.membership = StoredMembershipOf::<C>::new(Some(log_id), membership);
+                }
+                EntryPayload::Normal(request) => {
+                    for (position, bytes) in request.batches.iter().enumerate() {
+                        let outcome = match BatchHeader::read(bytes) {
+                            Ok(header) => {
+                                let outcome = self.current.partition.apply_batch(&header);
+                                if let BatchOutcome::Appended { base_offset } = outcome {
+                                    batch.put_offset_index(
+                                        base_offset,
+                                        OffsetIndexEntry {
+                                            index: log_id.index,
+                                            position: u32::try_from(position)
+                                                .expect("entry batch count is bounded"),
+                                            record_count: header.record_count,
+                                        },
+                                    );
+                                }
+                                outcome
+                            }
+                            Err(e) => BatchOutcome::Rejected(AppendError::Unreadable(e.to_string())),
+                        };
+                        response.outcomes.push(outcome);
+                    }
+                }
+            }
+            if log_id.index >= last_checkpoint + CHECKPOINT_INTERVAL_ENTRIES {
+                checkpoint_due = true;
+            }
+            replies.push((responder, response));
+        }
+        if checkpoint_due {
+            self.put_checkpoint(&mut batch);
+        }
+        if !batch.is_empty() {
+            // Not fsynced: everything here can be rebuilt by re-applying the durable log.
+            self.storage.write(batch, Durability::Buffered).await.map_err(io_error)?;
+        }
+        self.publish_progress();
+        for (responder, response) in replies {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        let chosen = match self.state_at_retention_boundary() {
+            Ok(chosen) => chosen,
+            Err(error) => {
+                tracing::error!(group = %self.storage.group(), %error, "cannot read the retention checkpoint");
+                None
+            }
+        };
+        let checkpoint = match chosen {
+            Some(checkpoint) => checkpoint,
+            None if !force => return None,
+            None => {
+                // openraft forces a build only when the log was purged and no snapshot is
+                // stored, which this state machine never leaves behind; offer what we have.
+                tracing::warn!(group = %self.storage.group(), "forced snapshot without a retention boundary");
+                self.current.clone()
+            }
+        };
+        let index = checkpoint.index();
+        let obsolete: Vec<u64> = self.checkpoints.range(..index).copied().collect();
+        for i in &obsolete {
+            self.checkpoints.remove(i);
+        }
+        self.snapshot_index = self.snapshot_index.max(index);
+        self.current.partition.advance_log_start(checkpoint.partition.next_offset());
+        self.publish_progress();
+        Some(PartitionSnapshotBuilder {
+            storage: self.storage.clone(),
+            checkpoint,
+            obsolete_checkpoints: obsolete,
+        })
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.try_create_snapshot_builder(true).await.expect("a forced snapshot builder is always created")
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: Bytes) -> Result<(), io::Error> {
+        let partition = PartitionState::from_bytes(&snapshot)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot data: {e}")))?;
+        self.current = Checkpoint {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            partition,
+        };
+        let index = self.current.index();
+        let mut batch = self.storage.batch();
+        // Every index row refers to entries this replica is about to drop or re-apply.
+        batch.delete_offset_index_from(Offset(0));
+        batch.delete_checkpoints_from(0);
+        self.checkpoints.clear();
+        batch.put_applied(AppliedKey::Checkpoint(index), self.current.to_bytes());
+        self.checkpoints.insert(index);
+        batch.put_applied(AppliedKey::Snapshot, encode_stored_snapshot(meta, &snapshot));
+        self.storage.write(batch, Durability::Fsync).await.map_err(io_error)?;
+        self.snapshot_index = index;
+        self.publish_progress();
+        tracing::info!(group = %self.storage.group(), index, "partition snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Bytes>>, io::Error> {
+        match self.storage.applied(AppliedKey::Snapshot).map_err(io_error)? {
+            Some(bytes) => {
+                let (meta, snapshot) = decode_stored_snapshot(bytes)?;
+                Ok(Some(openraft::storage::Snapshot { meta, snapshot }))
+            }
+            None => Ok(None),
+        }
+    }
+}

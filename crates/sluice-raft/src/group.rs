@@ -22,6 +22,8 @@ pub struct RaftSettings {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Applied entries between partition checkpoints (the granularity of retention).
+    pub checkpoint_interval_entries: u64,
 }
 
 impl Default for RaftSettings {
@@ -30,6 +32,7 @@ impl Default for RaftSettings {
             heartbeat_interval_ms: 100,
             election_timeout_min_ms: 600,
             election_timeout_max_ms: 1200,
+            checkpoint_interval_entries: crate::partition_sm::CHECKPOINT_INTERVAL_ENTRIES,
         }
     }
 }
@@ -111,7 +114,7 @@ impl PartitionGroup {
             Err(e) => return Err(e.into()),
         };
         let log_store = RocksLogStore::<PartitionRaft>::new(group_storage.clone());
-        let sm = PartitionStateMachine::open(group_storage)?;
+        let sm = PartitionStateMachine::open(group_storage, settings.checkpoint_interval_entries)?;
         let reader = sm.reader();
         let retention = sm.retention();
         let network = GroupNetworkFactory::new(group, transport);
@@ -128,6 +131,12 @@ impl PartitionGroup {
 
     pub fn raft(&self) -> &PartitionRaftHandle {
         &self.raft
+    }
+
+    /// A copy of the replica's current Raft metrics (role, leader, term, log positions).
+    pub fn metrics(&self) -> openraft::RaftMetrics<PartitionRaft> {
+        use openraft::type_config::async_runtime::WatchReceiver as _;
+        self.raft.metrics().borrow_watched().clone()
     }
 
     pub fn reader(&self) -> &PartitionReader {

@@ -32,7 +32,7 @@ use crate::types::{PartitionRaft, PartitionResponse};
 
 type C = PartitionRaft;
 
-/// A checkpoint of the state is persisted at least every this many applied entries.
+/// By default a checkpoint of the state is persisted at least every this many applied entries.
 pub const CHECKPOINT_INTERVAL_ENTRIES: u64 = 1024;
 /// Checkpoints kept at most; beyond it the most closely spaced one is dropped, so they stay
 /// spread over the retained log.
@@ -193,6 +193,7 @@ pub struct PartitionStateMachine {
     snapshot_index: u64,
     retention: Arc<Mutex<RetentionFloor>>,
     progress: watch::Sender<Progress>,
+    checkpoint_interval_entries: u64,
 }
 
 impl std::fmt::Debug for PartitionStateMachine {
@@ -206,8 +207,10 @@ impl std::fmt::Debug for PartitionStateMachine {
 }
 
 impl PartitionStateMachine {
-    /// Opens the state machine from its newest checkpoint (or empty).
-    pub fn open(storage: GroupStorage) -> Result<Self, io::Error> {
+    /// Opens the state machine from its newest checkpoint (or empty). A checkpoint is taken
+    /// every `checkpoint_interval_entries` applied entries: the granularity of retention.
+    pub fn open(storage: GroupStorage, checkpoint_interval_entries: u64) -> Result<Self, io::Error> {
+        assert!(checkpoint_interval_entries > 0, "checkpoint interval must be positive");
         let checkpoints: BTreeSet<u64> =
             storage.checkpoint_indexes().map_err(io_error)?.into_iter().collect();
         let current = match checkpoints.last() {
@@ -235,6 +238,7 @@ impl PartitionStateMachine {
             snapshot_index,
             retention: Arc::new(Mutex::new(RetentionFloor::Nothing)),
             progress,
+            checkpoint_interval_entries,
         })
     }
 
@@ -422,7 +426,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
                     }
                 }
             }
-            if log_id.index >= last_checkpoint + CHECKPOINT_INTERVAL_ENTRIES {
+            if log_id.index >= last_checkpoint + self.checkpoint_interval_entries {
                 checkpoint_due = true;
             }
             replies.push((responder, response));

@@ -17,7 +17,9 @@ mod types;
 
 pub use group::{AppendFailure, GroupError, PartitionGroup, RaftSettings, group_config};
 pub use log_store::RocksLogStore;
-pub use network::{GroupRpc, LocalNetwork, LocalTransport, RaftDispatcher, Transport, TransportError};
+pub use network::{
+    DispatchError, GroupRpc, LocalNetwork, LocalTransport, RaftDispatcher, Transport, TransportError,
+};
 pub use partition_sm::{
     CHECKPOINT_INTERVAL_ENTRIES, FetchError, PartitionReader, PartitionStateMachine, Progress,
     RetentionFloor, StoredBatch,

@@ -11,7 +11,7 @@ use openraft::impls::leader_id_adv::LeaderId;
 use openraft::{EntryPayload, LogId, Membership};
 use sluice_types::limits::ENTRY_BYTES_MAX;
 
-use crate::types::{GroupConfig, PartitionRequest};
+use crate::types::{GroupConfig, MetaRequest, PartitionRequest};
 
 /// The log id of every Sluice group.
 pub type GroupLogId = LogId<LeaderId<u64, u64>>;
@@ -83,6 +83,19 @@ impl AppDataCodec for PartitionRequest {
             return Err(CodecError::invalid(what, "trailing bytes"));
         }
         Ok(PartitionRequest { batches })
+    }
+}
+
+impl AppDataCodec for MetaRequest {
+    fn encode_into(&self, out: &mut BytesMut) {
+        // Registry changes are rare and small; JSON keeps them readable in a debugger.
+        out.put_slice(&serde_json::to_vec(&self.0).expect("meta commands are always serializable"));
+    }
+
+    fn decode_from(bytes: Bytes) -> Result<Self, CodecError> {
+        serde_json::from_slice(&bytes)
+            .map(MetaRequest)
+            .map_err(|e| CodecError::invalid("meta entry", e.to_string()))
     }
 }
 

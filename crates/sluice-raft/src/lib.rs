@@ -10,6 +10,8 @@
 pub mod codec;
 mod group;
 mod log_store;
+mod meta_group;
+mod meta_sm;
 pub mod network;
 mod partition_sm;
 mod pb;
@@ -17,6 +19,8 @@ mod types;
 
 pub use group::{AppendFailure, GroupError, PartitionGroup, RaftSettings, group_config};
 pub use log_store::RocksLogStore;
+pub use meta_group::{MetaGroup, MetaRaftHandle};
+pub use meta_sm::{MetaStateMachine, MetaView};
 pub use network::{
     DispatchError, GroupRpc, LocalNetwork, LocalTransport, RaftDispatcher, Transport, TransportError,
 };
@@ -24,7 +28,7 @@ pub use partition_sm::{
     CHECKPOINT_INTERVAL_ENTRIES, FetchError, PartitionReader, PartitionStateMachine, Progress,
     RetentionFloor, StoredBatch,
 };
-pub use types::{GroupConfig, PartitionRaft, PartitionRequest, PartitionResponse};
+pub use types::{GroupConfig, MetaRaft, MetaRequest, PartitionRaft, PartitionRequest, PartitionResponse};
 
 /// The Raft handle of a partition group.
 pub type PartitionRaftHandle = openraft::Raft<PartitionRaft, PartitionStateMachine>;

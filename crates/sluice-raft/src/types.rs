@@ -78,3 +78,21 @@ openraft::declare_raft_types!(
         R = PartitionResponse,
         Node = BasicNode,
 );
+
+/// A registry change, as a Raft entry of group 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaRequest(pub sluice_meta::MetaCommand);
+
+impl fmt::Display for MetaRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The metadata registry (group 0).
+    pub MetaRaft:
+        D = MetaRequest,
+        R = sluice_meta::MetaResponse,
+        Node = BasicNode,
+);

@@ -14,7 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", root.display());
     println!("cargo:rerun-if-env-changed=PROTOC");
     tonic_prost_build::configure().bytes(".").compile_protos(
-        &[root.join("sluice/v1/record.proto"), root.join("sluice/raft/v1/raft.proto")],
+        &[
+            root.join("sluice/v1/record.proto"),
+            root.join("sluice/v1/admin.proto"),
+            root.join("sluice/raft/v1/raft.proto"),
+            root.join("sluice/node/v1/node.proto"),
+        ],
         &[root],
     )?;
     Ok(())

@@ -3,15 +3,30 @@
 
 #![allow(clippy::pedantic, missing_debug_implementations, unreachable_pub)]
 
-/// The client API.
-pub mod v1 {
-    tonic::include_proto!("sluice.v1");
+/// The generated modules, nested as their protobuf packages are, so cross-package references
+/// resolve.
+pub mod sluice {
+    pub mod v1 {
+        tonic::include_proto!("sluice.v1");
+    }
+    pub mod node {
+        pub mod v1 {
+            tonic::include_proto!("sluice.node.v1");
+        }
+    }
+    pub mod raft {
+        pub mod v1 {
+            tonic::include_proto!("sluice.raft.v1");
+        }
+    }
 }
 
+/// Node-to-node control: registration, heartbeats, group status.
+pub use sluice::node::v1 as node;
 /// Peer RPC between nodes: Raft messages of every group, multiplexed.
-pub mod raft {
-    tonic::include_proto!("sluice.raft.v1");
-}
+pub use sluice::raft::v1 as raft;
+/// The client API.
+pub use sluice::v1;
 
 #[cfg(test)]
 mod tests {

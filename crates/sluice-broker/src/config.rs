@@ -1,0 +1,241 @@
+//! The node's configuration: TOML, every key optional (`#[serde(default)]`), checked by
+//! [`NodeConfig::validate`] before anything starts. `cluster-configs/` holds examples and
+//! `NodeConfig::template()` prints every key with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster, greater than 0.
+    pub node_id: u64,
+    /// Where the node's RocksDB lives.
+    pub data_dir: PathBuf,
+    /// The gRPC listen address, for clients and peers alike.
+    pub grpc_addr: SocketAddr,
+    /// The address other nodes and clients use to reach `grpc_addr`; defaults to it.
+    pub advertised_addr: Option<String>,
+    /// The HTTP listen address (`/health`).
+    pub http_addr: SocketAddr,
+    /// The nodes that replicate the registry (Raft group 0). The lowest id forms it on first start.
+    pub controllers: Vec<ControllerConfig>,
+    pub raft: RaftConfig,
+    pub liveness: LivenessConfig,
+    pub storage: StorageConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    pub id: u64,
+    /// Its advertised gRPC address.
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Leader heartbeats per group. Modest: a node hosts many groups on few cores.
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears nothing for a random time in [min, max] calls an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Applied entries between partition checkpoints (the granularity of retention).
+    pub checkpoint_interval_entries: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LivenessConfig {
+    /// How often a broker heartbeats to the registry leader.
+    pub heartbeat_interval_ms: u64,
+    /// A broker not heard from for this long is declared dead (a Raft write).
+    pub session_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub write_buffer_bytes: usize,
+    pub block_cache_bytes: usize,
+}
+
+impl Default for NodeConfig {
+    /// A single node serving alone, data in `./data`: usable at once.
+    fn default() -> Self {
+        NodeConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("./data"),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            advertised_addr: None,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            controllers: vec![ControllerConfig { id: 1, addr: "127.0.0.1:7000".into() }],
+            raft: RaftConfig::default(),
+            liveness: LivenessConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
+            checkpoint_interval_entries: sluice_raft::CHECKPOINT_INTERVAL_ENTRIES,
+        }
+    }
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig { heartbeat_interval_ms: 500, session_timeout_ms: 3000 }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { write_buffer_bytes: 64 << 20, block_cache_bytes: 128 << 20 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The address this node is known by.
+    pub fn advertised(&self) -> String {
+        self.advertised_addr.clone().unwrap_or_else(|| self.grpc_addr.to_string())
+    }
+
+    pub fn is_controller(&self) -> bool {
+        self.controllers.iter().any(|c| c.id == self.node_id)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: String| Err(ConfigError::Invalid(m));
+        if self.node_id == 0 {
+            return fail("node_id must be greater than 0".into());
+        }
+        if self.controllers.is_empty() {
+            return fail("controllers must name at least one node".into());
+        }
+        let mut ids: Vec<u64> = self.controllers.iter().map(|c| c.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.controllers.len() {
+            return fail("controller ids must be unique".into());
+        }
+        if ids.contains(&0) {
+            return fail("controller ids must be greater than 0".into());
+        }
+        if let Some(me) = self.controllers.iter().find(|c| c.id == self.node_id)
+            && me.addr != self.advertised()
+        {
+            return fail(format!(
+                "controller {} is listed at {} but this node advertises {}",
+                me.id,
+                me.addr,
+                self.advertised()
+            ));
+        }
+        if self.grpc_addr == self.http_addr {
+            return fail("grpc_addr and http_addr must differ".into());
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 || r.heartbeat_interval_ms >= r.election_timeout_min_ms {
+            return fail(
+                "raft.heartbeat_interval_ms must be positive and below election_timeout_min_ms".into(),
+            );
+        }
+        if r.election_timeout_min_ms >= r.election_timeout_max_ms {
+            return fail("raft.election_timeout_min_ms must be below election_timeout_max_ms".into());
+        }
+        if r.checkpoint_interval_entries == 0 {
+            return fail("raft.checkpoint_interval_entries must be positive".into());
+        }
+        let l = &self.liveness;
+        if l.heartbeat_interval_ms == 0 || l.session_timeout_ms < 2 * l.heartbeat_interval_ms {
+            return fail("liveness.session_timeout_ms must be at least twice heartbeat_interval_ms".into());
+        }
+        if self.storage.write_buffer_bytes < (1 << 20) || self.storage.block_cache_bytes < (1 << 20) {
+            return fail("storage sizes must be at least 1 MiB".into());
+        }
+        Ok(())
+    }
+
+    /// Every key with its default, commented: `sluiced --print-config`.
+    pub fn template() -> String {
+        let body = toml::to_string_pretty(&NodeConfig::default()).expect("the default config serializes");
+        format!(
+            "# Sluice node configuration. Every key is optional; shown are the defaults (a single\n\
+             # node serving alone). See cluster-configs/ for a three-node cluster on one machine.\n\
+             # advertised_addr = \"host:port\"  # how others reach grpc_addr; defaults to grpc_addr\n\n{body}"
+        )
+    }
+
+    pub fn raft_settings(&self) -> sluice_raft::RaftSettings {
+        sluice_raft::RaftSettings {
+            heartbeat_interval_ms: self.raft.heartbeat_interval_ms,
+            election_timeout_min_ms: self.raft.election_timeout_min_ms,
+            election_timeout_max_ms: self.raft.election_timeout_max_ms,
+            checkpoint_interval_entries: self.raft.checkpoint_interval_entries,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_template_parses_back() {
+        NodeConfig::default().validate().unwrap();
+        let parsed: NodeConfig = toml::from_str(&NodeConfig::template()).unwrap();
+        assert_eq!(parsed, NodeConfig::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(toml::from_str::<NodeConfig>("").unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        let cases: Vec<(&str, &str)> = vec![
+            ("node_id = 0", "node_id"),
+            ("controllers = []", "at least one"),
+            ("[raft]\nheartbeat_interval_ms = 900", "heartbeat_interval_ms"),
+            ("[raft]\nelection_timeout_min_ms = 2000", "election_timeout_min_ms"),
+            ("[liveness]\nsession_timeout_ms = 600", "session_timeout_ms"),
+            ("http_addr = \"127.0.0.1:7000\"", "must differ"),
+            ("node_id = 1\ncontrollers = [{ id = 1, addr = \"127.0.0.1:9\" }]", "advertises"),
+        ];
+        for (text, expected) in cases {
+            let config: NodeConfig = toml::from_str(text).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        assert!(toml::from_str::<NodeConfig>("unknown_key = 1").is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! The HTTP port: `/health` now; metrics and the dashboard come later.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+
+use crate::node::Node;
+
+pub async fn serve_http(node: Arc<Node>, listener: tokio::net::TcpListener) {
+    let app = axum::Router::new().route("/health", get(health)).with_state(node.clone());
+    let shutdown = node.shutdown.clone();
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let registry = node.registry();
+    Json(serde_json::json!({
+        "status": "ok",
+        "node_id": node.id,
+        "meta_leader": node.meta_leader(),
+        "registry_index": registry.index,
+        "partition_groups": node.partition_groups().len(),
+        "uptime_ms": u64::try_from(node.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }))
+}

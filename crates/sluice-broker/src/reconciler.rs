@@ -1,0 +1,116 @@
+//! Keeps the partition replicas running on this node equal to what the applied registry assigns
+//! to it: starts new ones (the preferred leader forms the group), stops and deletes those whose
+//! topic is gone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::impls::BasicNode;
+use sluice_meta::PartitionAssignment;
+use sluice_raft::PartitionGroup;
+use sluice_types::{GroupId, NodeId};
+
+use crate::node::Node;
+
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+pub async fn run(node: Arc<Node>) {
+    let mut registry = node.watch_registry();
+    loop {
+        reconcile(&node).await;
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            changed = registry.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RETRY_INTERVAL) => {}
+        }
+    }
+}
+
+async fn reconcile(node: &Node) {
+    let registry = node.registry();
+    if registry.index == 0 {
+        return; // Nothing known yet: never delete on an empty view.
+    }
+    let me = NodeId(node.id);
+    let desired: HashMap<GroupId, PartitionAssignment> =
+        registry.state.assignments_of(me).map(|(_, p)| (p.group, p.clone())).collect();
+
+    for (group, assignment) in &desired {
+        if node.partition(*group).is_some() || node.shutdown.is_cancelled() {
+            continue;
+        }
+        match start_replica(node, assignment, &registry.state).await {
+            Ok(replica) => {
+                node.partitions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(*group, replica);
+            }
+            Err(e) => tracing::warn!(%group, error = %e, "could not start partition replica; will retry"),
+        }
+    }
+
+    // Group ids are never reused: one below `next_group` that is not assigned here belonged to a
+    // deleted topic. Ids at or above it are newer than this view and are left alone.
+    let next_group = registry.state.next_group();
+    let running: Vec<GroupId> =
+        node.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().copied().collect();
+    for group in running {
+        if desired.contains_key(&group) || group >= next_group {
+            continue;
+        }
+        let replica =
+            node.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&group);
+        if let Some(replica) = replica
+            && let Err(e) = replica.shutdown(&node.dispatcher).await
+        {
+            tracing::warn!(%group, error = %e, "partition replica shutdown failed");
+        }
+    }
+    for group in node.storage.groups() {
+        if group == GroupId::META
+            || desired.contains_key(&group)
+            || group >= next_group
+            || node.partition(group).is_some()
+        {
+            continue;
+        }
+        match node.storage.delete_group(group).await {
+            Ok(()) => tracing::info!(%group, "deleted the data of a removed partition"),
+            Err(e) => tracing::warn!(%group, error = %e, "could not delete a removed partition"),
+        }
+    }
+}
+
+async fn start_replica(
+    node: &Node,
+    assignment: &PartitionAssignment,
+    state: &sluice_meta::MetaState,
+) -> Result<PartitionGroup, sluice_raft::GroupError> {
+    let settings = node.config.raft_settings();
+    let replica = PartitionGroup::open(
+        node.id,
+        assignment.group,
+        &node.storage,
+        node.transport.clone(),
+        &node.dispatcher,
+        &settings,
+    )
+    .await?;
+    if assignment.replicas.first() == Some(&NodeId(node.id))
+        && !replica.raft().is_initialized().await.map_err(|e| sluice_raft::GroupError::Raft(e.to_string()))?
+    {
+        let members: BTreeMap<u64, BasicNode> = assignment
+            .replicas
+            .iter()
+            .map(|id| {
+                let addr = state.broker(*id).map_or_else(String::new, |b| b.addr.clone());
+                (id.0, BasicNode::new(addr))
+            })
+            .collect();
+        replica.initialize(members).await?;
+        tracing::info!(group = %assignment.group, "formed partition group");
+    }
+    Ok(replica)
+}

@@ -1,0 +1,271 @@
+//! `sluice`: the command line for a Sluice cluster.
+
+use std::fmt::Write as _;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use sluice_client::proto as pb;
+use sluice_client::{Admin, ClientError};
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Administer a Sluice cluster.")]
+struct Cli {
+    /// Nodes to contact, `host:port[,host:port...]`; the first that answers is used.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_BOOTSTRAP",
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,127.0.0.1:7000"
+    )]
+    bootstrap: String,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The cluster: brokers, registry, Raft groups.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Topics: create, list, describe, delete.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Brokers and their liveness, the registry leader, each group's leader, term, commit index
+    /// and replica lag.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicCommand {
+    Create {
+        name: String,
+        #[arg(long, short, default_value_t = 1)]
+        partitions: u32,
+        #[arg(long, short = 'r', default_value_t = 3)]
+        replication_factor: u32,
+        /// Delete records older than this many milliseconds.
+        #[arg(long)]
+        retention_ms: Option<u64>,
+        /// Trim a partition's log beyond this many bytes.
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+    },
+    List,
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(text) => print!("{text}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<String, ClientError> {
+    let bootstrap: Vec<String> =
+        cli.bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let admin = Admin::new(&bootstrap)?;
+    let json = cli.output == Output::Json;
+    match &cli.command {
+        Command::Cluster { command: ClusterCommand::Status } => {
+            let status = admin.cluster_status().await?;
+            Ok(if json { pretty(&status_json(&status)) } else { status_table(&status) })
+        }
+        Command::Topic { command } => match command {
+            TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes } => {
+                let config =
+                    pb::TopicConfig { retention_ms: *retention_ms, retention_bytes: *retention_bytes };
+                let topic = admin.create_topic(name, *partitions, *replication_factor, config).await?;
+                Ok(if json {
+                    pretty(&topic_json(&topic))
+                } else {
+                    format!(
+                        "created topic {} ({} partitions)\n{}",
+                        topic.name,
+                        topic.partitions.len(),
+                        topic_table(&topic)
+                    )
+                })
+            }
+            TopicCommand::List => {
+                let topics = admin.list_topics().await?;
+                Ok(if json {
+                    pretty(&Value::Array(topics.iter().map(topic_json).collect()))
+                } else {
+                    let mut out = format!("{:<40} {:>10} {:>4}\n", "TOPIC", "PARTITIONS", "RF");
+                    for t in &topics {
+                        let _ = writeln!(
+                            out,
+                            "{:<40} {:>10} {:>4}",
+                            t.name,
+                            t.partitions.len(),
+                            t.replication_factor
+                        );
+                    }
+                    out
+                })
+            }
+            TopicCommand::Describe { name } => {
+                let topic = admin.describe_topic(name).await?;
+                Ok(if json { pretty(&topic_json(&topic)) } else { topic_table(&topic) })
+            }
+            TopicCommand::Delete { name } => {
+                admin.delete_topic(name).await?;
+                Ok(if json { pretty(&json!({ "deleted": name })) } else { format!("deleted topic {name}\n") })
+            }
+        },
+    }
+}
+
+fn pretty(value: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn topic_json(t: &pb::TopicInfo) -> Value {
+    let config = t.config.unwrap_or_default();
+    json!({
+        "name": t.name,
+        "replication_factor": t.replication_factor,
+        "retention_ms": config.retention_ms,
+        "retention_bytes": config.retention_bytes,
+        "partitions": t.partitions.iter().map(|p| json!({
+            "partition": p.partition,
+            "group_id": p.group_id,
+            "replicas": p.replicas,
+            "leader": p.leader,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn topic_table(t: &pb::TopicInfo) -> String {
+    let mut out = format!("topic {} (replication factor {})\n", t.name, t.replication_factor);
+    let _ = writeln!(out, "{:>9} {:>7} {:>7} REPLICAS", "PARTITION", "GROUP", "LEADER");
+    for p in &t.partitions {
+        let replicas: Vec<String> = p.replicas.iter().map(u64::to_string).collect();
+        let _ =
+            writeln!(out, "{:>9} {:>7} {:>7} {}", p.partition, p.group_id, opt(p.leader), replicas.join(","));
+    }
+    out
+}
+
+fn status_json(s: &pb::ClusterStatusResponse) -> Value {
+    json!({
+        "meta_leader": s.meta_leader,
+        "meta_term": s.meta_term,
+        "meta_commit_index": s.meta_commit_index,
+        "brokers": s.brokers.iter().map(|b| json!({
+            "id": b.id,
+            "addr": b.addr,
+            "state": b.state,
+            "last_heartbeat_ms_ago": b.last_heartbeat_ms_ago,
+            "controller": b.controller,
+        })).collect::<Vec<_>>(),
+        "groups": s.groups.iter().map(|g| json!({
+            "group_id": g.group_id,
+            "topic": g.topic,
+            "partition": g.partition,
+            "leader": g.leader,
+            "term": g.term,
+            "commit_index": g.commit_index,
+            "last_log_index": g.last_log_index,
+            "high_watermark": g.high_watermark,
+            "reported_by": g.reported_by,
+            "replicas": g.replicas.iter().map(|r| json!({
+                "node_id": r.node_id, "matched_index": r.matched_index, "lag": r.lag,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "unreachable": s.unreachable,
+    })
+}
+
+fn status_table(s: &pb::ClusterStatusResponse) -> String {
+    let mut out = format!(
+        "registry leader: {}   term: {}   commit index: {}\n\n",
+        opt(s.meta_leader),
+        s.meta_term,
+        s.meta_commit_index
+    );
+    let _ = writeln!(
+        out,
+        "{:>6} {:<22} {:<6} {:>14} {:<10}",
+        "BROKER", "ADDRESS", "STATE", "HEARTBEAT(ms)", "ROLE"
+    );
+    for b in &s.brokers {
+        let role = if s.meta_leader == Some(b.id) {
+            "registry leader"
+        } else if b.controller {
+            "controller"
+        } else {
+            "broker"
+        };
+        let _ = writeln!(
+            out,
+            "{:>6} {:<22} {:<6} {:>14} {:<10}",
+            b.id,
+            b.addr,
+            b.state,
+            opt(b.last_heartbeat_ms_ago),
+            role
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:>6} {:<24} {:>6} {:>6} {:>6} {:>8} {:>8}  REPLICA LAG",
+        "GROUP", "TOPIC/PARTITION", "LEADER", "TERM", "COMMIT", "LAST LOG", "HW"
+    );
+    for g in &s.groups {
+        let name =
+            if g.group_id == 0 { "(registry)".to_string() } else { format!("{}/{}", g.topic, g.partition) };
+        let lag: Vec<String> = g.replicas.iter().map(|r| format!("{}:{}", r.node_id, r.lag)).collect();
+        let _ = writeln!(
+            out,
+            "{:>6} {:<24} {:>6} {:>6} {:>6} {:>8} {:>8}  {}",
+            g.group_id,
+            name,
+            opt(g.leader),
+            g.term,
+            g.commit_index,
+            g.last_log_index,
+            g.high_watermark,
+            lag.join(" ")
+        );
+    }
+    if !s.unreachable.is_empty() {
+        let ids: Vec<String> = s.unreachable.iter().map(u64::to_string).collect();
+        let _ = writeln!(out, "\nunreachable brokers: {}", ids.join(","));
+    }
+    out
+}

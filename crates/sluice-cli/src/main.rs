@@ -50,6 +50,13 @@ enum ClusterCommand {
     /// Brokers and their liveness, the registry leader, each group's leader, term, commit index
     /// and replica lag.
     Status,
+    /// Waits until the registry has a leader and at least `--brokers` brokers are alive.
+    Wait {
+        #[arg(long, default_value_t = 1)]
+        brokers: usize,
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +104,33 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         Command::Cluster { command: ClusterCommand::Status } => {
             let status = admin.cluster_status().await?;
             Ok(if json { pretty(&status_json(&status)) } else { status_table(&status) })
+        }
+        Command::Cluster { command: ClusterCommand::Wait { brokers, timeout_secs } } => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(*timeout_secs);
+            loop {
+                let last = match admin.cluster_status().await {
+                    Ok(status) => {
+                        let alive = status.brokers.iter().filter(|b| b.state == "alive").count();
+                        if status.meta_leader.is_some() && alive >= *brokers {
+                            return Ok(format!(
+                                "registry leader {}, {alive} brokers alive\n",
+                                opt(status.meta_leader)
+                            ));
+                        }
+                        format!(
+                            "registry leader {}, {alive} of {brokers} brokers alive",
+                            opt(status.meta_leader)
+                        )
+                    }
+                    Err(e) => e.to_string(),
+                };
+                if std::time::Instant::now() > deadline {
+                    return Err(ClientError::Unreachable(format!(
+                        "cluster not ready after {timeout_secs} s: {last}"
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
         }
         Command::Topic { command } => match command {
             TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes } => {

@@ -1,0 +1,131 @@
+//! Starts, kills and restarts `sluiced` processes with their own ports and data dirs.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_client::Admin;
+use sluice_client::proto as pb;
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn must_eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    pub grpc: Vec<String>,
+    children: Vec<Option<Child>>,
+    pub session_timeout: Duration,
+}
+
+impl Cluster {
+    /// Starts `n` nodes, all controllers.
+    pub fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let grpc: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let controllers: Vec<String> = grpc
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("{{ id = {}, addr = \"{addr}\" }}", i + 1))
+            .collect();
+        for (i, addr) in grpc.iter().enumerate() {
+            let id = i + 1;
+            let config = format!(
+                "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{addr}\"\nhttp_addr = \"127.0.0.1:{http}\"\n\
+                 controllers = [{controllers}]\n\
+                 [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
+                 [liveness]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 1500\n",
+                data = dir.path().join(format!("node{id}")).display(),
+                http = free_port(),
+                controllers = controllers.join(", "),
+            );
+            std::fs::write(dir.path().join(format!("node{id}.toml")), config).unwrap();
+        }
+        let mut cluster = Cluster {
+            dir,
+            grpc,
+            children: (0..n).map(|_| None).collect(),
+            session_timeout: Duration::from_millis(1500),
+        };
+        for id in 1..=n as u64 {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    fn config(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}.toml"))
+    }
+
+    pub fn start_node(&mut self, id: u64) {
+        let log = std::fs::File::create(self.dir.path().join(format!("node{id}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluiced"))
+            .arg("--config")
+            .arg(self.config(id))
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[usize::try_from(id).unwrap() - 1] = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.children[usize::try_from(id).unwrap() - 1].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// An admin client that talks to the given nodes only.
+    pub fn admin(&self, nodes: &[u64]) -> Admin {
+        let addrs: Vec<String> =
+            nodes.iter().map(|id| self.grpc[usize::try_from(*id).unwrap() - 1].clone()).collect();
+        Admin::new(&addrs).unwrap()
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.grpc[usize::try_from(id).unwrap() - 1]
+    }
+
+    /// The groups a node reports hosting.
+    pub async fn node_groups(&self, id: u64) -> Option<Vec<pb::GroupStatus>> {
+        let mut client =
+            sluice_proto::node::node_client::NodeClient::connect(format!("http://{}", self.addr(id)))
+                .await
+                .ok()?;
+        let response = client.group_status(sluice_proto::node::GroupStatusRequest {}).await.ok()?;
+        Some(response.into_inner().groups)
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

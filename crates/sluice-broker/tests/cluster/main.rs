@@ -1,0 +1,5 @@
+//! Three real `sluiced` processes on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+mod registry;

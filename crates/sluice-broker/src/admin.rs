@@ -39,7 +39,7 @@ fn known_leaders(node: &Node) -> HashMap<u64, u64> {
         node.cluster_info().leaders
     };
     for group in node.partition_groups() {
-        if group.metrics().current_leader == Some(node.id) {
+        if group.with_metrics(|m| m.current_leader) == Some(node.id) {
             leaders.insert(group.group().0, node.id);
         }
     }
@@ -75,13 +75,21 @@ pub fn local_group_status(node: &Node) -> Vec<pb::GroupStatus> {
     let mut out = Vec::new();
     if let Some(meta) = &node.meta {
         let m = meta.metrics();
-        out.push(group_status(node.id, 0, String::new(), 0, &m, 0));
+        out.push(group_status(node.id, 0, String::new(), 0, &m, 0, false));
     }
     for group in node.partition_groups() {
         let m = group.metrics();
         let (topic, partition) = names.get(&group.group()).cloned().unwrap_or_default();
         let high_watermark = group.reader().progress().high_watermark.0;
-        out.push(group_status(node.id, group.group().0, topic, partition, &m, high_watermark));
+        out.push(group_status(
+            node.id,
+            group.group().0,
+            topic,
+            partition,
+            &m,
+            high_watermark,
+            group.is_hibernating(),
+        ));
     }
     out
 }
@@ -93,6 +101,7 @@ fn group_status<C: openraft::RaftTypeConfig<NodeId = u64, Term = u64>>(
     partition: u32,
     m: &openraft::RaftMetrics<C>,
     high_watermark: u64,
+    hibernating: bool,
 ) -> pb::GroupStatus {
     let last_log_index = m.last_log_index.unwrap_or(0);
     let replicas = m
@@ -122,6 +131,7 @@ fn group_status<C: openraft::RaftTypeConfig<NodeId = u64, Term = u64>>(
         replicas,
         reported_by: reporter,
         high_watermark,
+        hibernating,
     }
 }
 

@@ -45,6 +45,9 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     /// Applied entries between partition checkpoints (the granularity of retention).
     pub checkpoint_interval_entries: u64,
+    /// A partition replica with no new entries for this long stops its Raft timers until
+    /// activity resumes, so idle partitions cost nothing; 0 keeps every replica awake.
+    pub hibernate_after_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +90,7 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 600,
             election_timeout_max_ms: 1200,
             checkpoint_interval_entries: sluice_raft::CHECKPOINT_INTERVAL_ENTRIES,
+            hibernate_after_ms: 5000,
         }
     }
 }
@@ -170,6 +174,11 @@ impl NodeConfig {
         }
         if r.election_timeout_min_ms >= r.election_timeout_max_ms {
             return fail("raft.election_timeout_min_ms must be below election_timeout_max_ms".into());
+        }
+        if r.hibernate_after_ms != 0 && r.hibernate_after_ms < 2 * r.election_timeout_max_ms {
+            return fail(
+                "raft.hibernate_after_ms must be 0 or at least twice election_timeout_max_ms".into(),
+            );
         }
         if r.checkpoint_interval_entries == 0 {
             return fail("raft.checkpoint_interval_entries must be positive".into());

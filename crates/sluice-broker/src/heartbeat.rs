@@ -47,9 +47,10 @@ async fn send_heartbeat(node: &Node, hint: Option<String>) -> Result<bool, Optio
         .partition_groups()
         .into_iter()
         .filter_map(|g| {
-            let metrics = g.metrics();
-            (metrics.current_leader == Some(node.id))
-                .then_some(LedGroup { group_id: g.group().0, term: metrics.current_term })
+            g.with_metrics(|m| {
+                (m.current_leader == Some(node.id))
+                    .then_some(LedGroup { group_id: g.group().0, term: m.current_term })
+            })
         })
         .collect();
     let mut targets = Vec::new();

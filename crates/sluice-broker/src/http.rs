@@ -24,6 +24,7 @@ async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "meta_leader": node.meta_leader(),
         "registry_index": registry.index,
         "partition_groups": node.partition_groups().len(),
+        "hibernating_groups": node.partition_groups().iter().filter(|g| g.is_hibernating()).count(),
         "uptime_ms": u64::try_from(node.started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }))
 }

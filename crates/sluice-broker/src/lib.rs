@@ -14,6 +14,7 @@ mod heartbeat;
 mod http;
 mod liveness;
 mod node;
+mod peers;
 mod reconciler;
 mod server;
 

@@ -67,8 +67,11 @@ pub struct Node {
     pub partitions: Mutex<HashMap<GroupId, PartitionGroup>>,
     pub liveness: Mutex<LivenessTable>,
     pub cluster: Mutex<ClusterInfo>,
+    pub peers: Mutex<HashMap<u64, crate::peers::PeerState>>,
     pub shutdown: CancellationToken,
     pub started: Instant,
+    /// Identifies this run of the node (its start time, ms since the epoch).
+    pub incarnation: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -341,8 +344,12 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         partitions: Mutex::new(HashMap::new()),
         liveness: Mutex::new(LivenessTable::default()),
         cluster: Mutex::new(ClusterInfo::default()),
+        peers: Mutex::new(HashMap::new()),
         shutdown: CancellationToken::new(),
         started: Instant::now(),
+        incarnation: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     });
     tracing::info!(node = node.id, %grpc_addr, %http_addr, controller = node.meta.is_some(), "node starting");
 
@@ -356,6 +363,8 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     }
     tasks.push(("heartbeat", tokio::spawn(crate::heartbeat::run(node.clone()))));
     tasks.push(("reconciler", tokio::spawn(crate::reconciler::run(node.clone()))));
+    tasks.push(("peers", tokio::spawn(crate::peers::run(node.clone()))));
+    tasks.push(("quiescer", tokio::spawn(crate::peers::quiesce(node.clone()))));
     Ok(NodeHandle { node, grpc_addr, http_addr, tasks })
 }
 

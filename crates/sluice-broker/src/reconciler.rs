@@ -15,23 +15,26 @@ use crate::node::Node;
 
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Reconciles whenever the registry changes, and again after a failure until it succeeds.
 pub async fn run(node: Arc<Node>) {
     let mut registry = node.watch_registry();
     loop {
-        reconcile(&node).await;
+        let complete = reconcile(&node).await;
         tokio::select! {
             () = node.shutdown.cancelled() => return,
             changed = registry.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(RETRY_INTERVAL) => {}
+            () = tokio::time::sleep(RETRY_INTERVAL), if !complete => {}
         }
     }
 }
 
-async fn reconcile(node: &Node) {
+/// Returns whether everything assigned is running and everything removed is gone.
+async fn reconcile(node: &Node) -> bool {
     let registry = node.registry();
     if registry.index == 0 {
-        return; // Nothing known yet: never delete on an empty view.
+        return true; // Nothing known yet: never delete on an empty view; wait for a change.
     }
+    let mut complete = true;
     let me = NodeId(node.id);
     let desired: HashMap<GroupId, PartitionAssignment> =
         registry.state.assignments_of(me).map(|(_, p)| (p.group, p.clone())).collect();
@@ -47,7 +50,10 @@ async fn reconcile(node: &Node) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(*group, replica);
             }
-            Err(e) => tracing::warn!(%group, error = %e, "could not start partition replica; will retry"),
+            Err(e) => {
+                complete = false;
+                tracing::warn!(%group, error = %e, "could not start partition replica; will retry");
+            }
         }
     }
 
@@ -78,9 +84,13 @@ async fn reconcile(node: &Node) {
         }
         match node.storage.delete_group(group).await {
             Ok(()) => tracing::info!(%group, "deleted the data of a removed partition"),
-            Err(e) => tracing::warn!(%group, error = %e, "could not delete a removed partition"),
+            Err(e) => {
+                complete = false;
+                tracing::warn!(%group, error = %e, "could not delete a removed partition");
+            }
         }
     }
+    complete
 }
 
 async fn start_replica(

@@ -6,7 +6,7 @@ use sluice_meta::MetaCommand;
 use sluice_proto::node::node_server::{Node as NodeRpc, NodeServer};
 use sluice_proto::node::{
     BrokerLiveness, GroupStatusRequest, GroupStatusResponse, HeartbeatRequest, HeartbeatResponse,
-    ProposeRequest, ProposeResponse, ReadRegistryRequest, ReadRegistryResponse,
+    PingRequest, PingResponse, ProposeRequest, ProposeResponse, ReadRegistryRequest, ReadRegistryResponse,
 };
 use sluice_proto::raft as pb;
 use sluice_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
@@ -155,6 +155,10 @@ impl NodeRpc for NodeControl {
             registry_index: registry.index,
             meta_leader: self.node.id,
         }))
+    }
+
+    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        Ok(Response::new(PingResponse { node_id: self.node.id, incarnation: self.node.incarnation }))
     }
 
     async fn group_status(

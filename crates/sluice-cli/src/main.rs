@@ -237,6 +237,7 @@ fn status_json(s: &pb::ClusterStatusResponse) -> Value {
             "last_log_index": g.last_log_index,
             "high_watermark": g.high_watermark,
             "reported_by": g.reported_by,
+            "hibernating": g.hibernating,
             "replicas": g.replicas.iter().map(|r| json!({
                 "node_id": r.node_id, "matched_index": r.matched_index, "lag": r.lag,
             })).collect::<Vec<_>>(),

@@ -1,7 +1,10 @@
 //! Starting one partition replica: storage, state machine, network, Raft.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use sluice_proto::raft as pb;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::BasicNode;
@@ -11,7 +14,7 @@ use sluice_types::{GroupId, ValidatedBatch};
 
 use crate::PartitionRaftHandle;
 use crate::log_store::RocksLogStore;
-use crate::network::{GroupNetworkFactory, RaftDispatcher, RaftGroupRpc, Transport};
+use crate::network::{BoxFuture, GroupNetworkFactory, GroupRpc, RaftDispatcher, RaftGroupRpc, Transport};
 use crate::partition_sm::{PartitionReader, PartitionStateMachine, RetentionFloor};
 use crate::types::{PartitionRaft, PartitionRequest, PartitionResponse};
 
@@ -78,6 +81,67 @@ pub enum AppendFailure {
     Indeterminate(String),
 }
 
+/// Whether an idle replica has stopped its Raft timers (no heartbeats, no elections), so that
+/// hundreds of idle partitions cost a node nothing. Any activity wakes it; the node wakes the
+/// followers of a leader whose node stops answering (see the broker's peer monitor).
+#[derive(Debug)]
+struct Hibernation {
+    raft: PartitionRaftHandle,
+    hibernating: AtomicBool,
+    /// When the replica last woke (or started): it stays awake at least an idle period after.
+    woke_at: Mutex<std::time::Instant>,
+}
+
+impl Hibernation {
+    fn hibernate(&self) {
+        if !self.hibernating.swap(true, Ordering::AcqRel) {
+            self.raft.runtime_config().heartbeat(false);
+            self.raft.runtime_config().tick(false);
+        }
+    }
+
+    fn wake(&self) {
+        if self.hibernating.swap(false, Ordering::AcqRel) {
+            *self.woke_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                std::time::Instant::now();
+            self.raft.runtime_config().tick(true);
+            self.raft.runtime_config().heartbeat(true);
+        }
+    }
+}
+
+/// Receives a partition's peer messages and wakes the replica when the group is active:
+/// entries to append, a snapshot, or an election under way.
+struct WakingRpc {
+    inner: RaftGroupRpc<PartitionRaft, PartitionStateMachine>,
+    hibernation: Arc<Hibernation>,
+}
+
+impl GroupRpc for WakingRpc {
+    fn vote(&self, req: pb::VoteRequest) -> BoxFuture<Result<pb::VoteResponse, String>> {
+        self.hibernation.wake();
+        self.inner.vote(req)
+    }
+
+    fn append_entries(
+        &self,
+        req: pb::AppendEntriesRequest,
+    ) -> BoxFuture<Result<pb::AppendEntriesResponse, String>> {
+        if !req.entries.is_empty() {
+            self.hibernation.wake();
+        }
+        self.inner.append_entries(req)
+    }
+
+    fn install_snapshot(
+        &self,
+        req: pb::InstallSnapshotRequest,
+    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, String>> {
+        self.hibernation.wake();
+        self.inner.install_snapshot(req)
+    }
+}
+
 /// One partition replica on this node.
 #[derive(Clone)]
 pub struct PartitionGroup {
@@ -86,6 +150,7 @@ pub struct PartitionGroup {
     raft: PartitionRaftHandle,
     reader: PartitionReader,
     retention: Arc<Mutex<RetentionFloor>>,
+    hibernation: Arc<Hibernation>,
 }
 
 impl std::fmt::Debug for PartitionGroup {
@@ -121,8 +186,16 @@ impl PartitionGroup {
         let raft = openraft::Raft::new(node, group_config(settings)?, network, log_store, sm)
             .await
             .map_err(|e| GroupError::Raft(e.to_string()))?;
-        dispatcher.register(group, Arc::new(RaftGroupRpc::new(raft.clone())));
-        Ok(PartitionGroup { group, node, raft, reader, retention })
+        let hibernation = Arc::new(Hibernation {
+            raft: raft.clone(),
+            hibernating: AtomicBool::new(false),
+            woke_at: Mutex::new(std::time::Instant::now()),
+        });
+        dispatcher.register(
+            group,
+            Arc::new(WakingRpc { inner: RaftGroupRpc::new(raft.clone()), hibernation: hibernation.clone() }),
+        );
+        Ok(PartitionGroup { group, node, raft, reader, retention, hibernation })
     }
 
     pub fn group(&self) -> GroupId {
@@ -135,8 +208,14 @@ impl PartitionGroup {
 
     /// A copy of the replica's current Raft metrics (role, leader, term, log positions).
     pub fn metrics(&self) -> openraft::RaftMetrics<PartitionRaft> {
+        self.with_metrics(Clone::clone)
+    }
+
+    /// Reads the current Raft metrics in place, without copying them: for loops over hundreds
+    /// of groups.
+    pub fn with_metrics<R>(&self, read: impl FnOnce(&openraft::RaftMetrics<PartitionRaft>) -> R) -> R {
         use openraft::type_config::async_runtime::WatchReceiver as _;
-        self.raft.metrics().borrow_watched().clone()
+        read(&self.raft.metrics().borrow_watched())
     }
 
     pub fn reader(&self) -> &PartitionReader {
@@ -151,6 +230,7 @@ impl PartitionGroup {
     /// Appends validated batches as one Raft entry and waits until it is committed (on a
     /// majority, fsynced) and applied.
     pub async fn append(&self, batches: Vec<ValidatedBatch>) -> Result<PartitionResponse, AppendFailure> {
+        self.hibernation.wake();
         let request =
             PartitionRequest { batches: batches.into_iter().map(ValidatedBatch::into_bytes).collect() };
         match self.raft.client_write(request).await {
@@ -162,9 +242,31 @@ impl PartitionGroup {
         }
     }
 
+    /// Stops this replica's Raft timers while the group is idle. Safety does not depend on
+    /// timers, only liveness does: whoever hibernates a follower must wake it when its leader's
+    /// node stops answering.
+    pub fn hibernate(&self) {
+        self.hibernation.hibernate();
+    }
+
+    /// Restarts the replica's Raft timers. Cheap when already awake.
+    pub fn wake(&self) {
+        self.hibernation.wake();
+    }
+
+    /// When the replica last woke up or started.
+    pub fn woke_at(&self) -> std::time::Instant {
+        *self.hibernation.woke_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn is_hibernating(&self) -> bool {
+        self.hibernation.hibernating.load(Ordering::Acquire)
+    }
+
     /// Lets retention purge the log up to `floor`: a snapshot is taken at the newest checkpoint
     /// within it and openraft purges the log up to that snapshot.
     pub async fn set_retention(&self, floor: RetentionFloor) -> Result<(), GroupError> {
+        self.hibernation.wake();
         *self.retention.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = floor;
         self.raft.trigger().snapshot().await.map_err(|e| GroupError::Raft(e.to_string()))
     }

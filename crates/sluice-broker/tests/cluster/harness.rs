@@ -36,8 +36,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` nodes, all controllers.
-    pub fn start(n: usize) -> Cluster {
+    /// Starts `n` nodes, all controllers; idle partition replicas hibernate after
+    /// `hibernate_after_ms` (0: never).
+    pub fn start(n: usize, hibernate_after_ms: u64) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let grpc: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let controllers: Vec<String> = grpc
@@ -51,6 +52,7 @@ impl Cluster {
                 "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{addr}\"\nhttp_addr = \"127.0.0.1:{http}\"\n\
                  controllers = [{controllers}]\n\
                  [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
+                 hibernate_after_ms = {hibernate_after_ms}\n\
                  [liveness]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 1500\n",
                 data = dir.path().join(format!("node{id}")).display(),
                 http = free_port(),

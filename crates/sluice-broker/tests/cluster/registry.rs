@@ -13,7 +13,7 @@ async fn must_status(admin: &sluice_client::Admin) -> pb::ClusterStatusResponse 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_fails_over_and_the_killed_node_rejoins() {
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start(3, 0);
     let admin = cluster.admin(&[1, 2, 3]);
 
     println!("--- wait for the registry and three live brokers");

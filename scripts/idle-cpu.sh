@@ -20,7 +20,11 @@ fi
 echo "waiting for the $partitions partitions to go idle..."
 deadline=$((SECONDS + 120))
 while :; do
-  idle=$(bin/sluice cluster status --output json | grep -c '"hibernating": true' || true)
+  # Keys are sorted in the JSON: a group's "hibernating" comes before its "topic".
+  idle=$(bin/sluice cluster status --output json | awk -v t="\"$topic\"" '
+    /"hibernating":/ { h = ($2 == "true,") }
+    /"topic":/ { if (h && $2 == t) n++; h = 0 }
+    END { print n + 0 }')
   [ "$idle" -ge "$partitions" ] && break
   if [ "$SECONDS" -ge "$deadline" ]; then
     echo "only $idle of $partitions partitions went idle in 120 s" >&2

@@ -87,7 +87,11 @@ enum TopicCommand {
 async fn main() {
     let cli = Cli::parse();
     match run(&cli).await {
-        Ok(text) => print!("{text}"),
+        Ok(text) => {
+            use std::io::Write as _;
+            // A reader that went away (`sluice ... | head`) is not an error worth a panic.
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        }
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(1);

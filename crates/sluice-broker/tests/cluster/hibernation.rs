@@ -44,7 +44,10 @@ async fn hibernating_partitions_fail_over_when_their_leader_is_killed() {
         groups
             .iter()
             .all(|g| {
-                status.groups.iter().any(|s| s.group_id == *g && s.leader.is_some_and(|l| survivors.contains(&l)))
+                status
+                    .groups
+                    .iter()
+                    .any(|s| s.group_id == *g && s.leader.is_some_and(|l| survivors.contains(&l)))
             })
             .then_some(())
     })

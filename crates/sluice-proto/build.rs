@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[
             root.join("sluice/v1/record.proto"),
             root.join("sluice/v1/admin.proto"),
+            root.join("sluice/v1/data.proto"),
             root.join("sluice/raft/v1/raft.proto"),
             root.join("sluice/node/v1/node.proto"),
         ],

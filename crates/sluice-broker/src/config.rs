@@ -25,6 +25,7 @@ pub struct NodeConfig {
     pub raft: RaftConfig,
     pub liveness: LivenessConfig,
     pub storage: StorageConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +60,21 @@ pub struct LivenessConfig {
     pub session_timeout_ms: u64,
 }
 
+/// Admission bounds of the produce path: beyond them a produce is answered BUSY with a retry
+/// delay instead of queueing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Batch bytes accepted but not yet committed, per partition.
+    pub partition_inflight_bytes: u64,
+    /// Batch bytes accepted but not yet committed, for the whole node.
+    pub node_inflight_bytes: u64,
+    /// The delay a BUSY answer asks the producer to wait.
+    pub busy_retry_after_ms: u32,
+    /// Produce is refused while the data directory's file system has less free space.
+    pub disk_free_bytes_min: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -79,6 +95,18 @@ impl Default for NodeConfig {
             raft: RaftConfig::default(),
             liveness: LivenessConfig::default(),
             storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            partition_inflight_bytes: 32 << 20,
+            node_inflight_bytes: 256 << 20,
+            busy_retry_after_ms: 20,
+            disk_free_bytes_min: 256 << 20,
         }
     }
 }
@@ -186,6 +214,19 @@ impl NodeConfig {
         let l = &self.liveness;
         if l.heartbeat_interval_ms == 0 || l.session_timeout_ms < 2 * l.heartbeat_interval_ms {
             return fail("liveness.session_timeout_ms must be at least twice heartbeat_interval_ms".into());
+        }
+        let limits = &self.limits;
+        let batch_max = sluice_types::limits::BATCH_BYTES_MAX as u64;
+        if limits.partition_inflight_bytes < batch_max
+            || limits.node_inflight_bytes < limits.partition_inflight_bytes
+        {
+            return fail(format!(
+                "limits: partition_inflight_bytes must hold one largest batch ({batch_max}) and node_inflight_bytes at \
+                 least one partition's"
+            ));
+        }
+        if limits.busy_retry_after_ms == 0 {
+            return fail("limits.busy_retry_after_ms must be positive".into());
         }
         if self.storage.write_buffer_bytes < (1 << 20) || self.storage.block_cache_bytes < (1 << 20) {
             return fail("storage sizes must be at least 1 MiB".into());

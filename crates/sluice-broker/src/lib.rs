@@ -10,6 +10,7 @@ mod admin;
 pub mod api_error;
 mod clients;
 pub mod config;
+mod data;
 mod heartbeat;
 mod http;
 mod liveness;

@@ -68,6 +68,7 @@ pub struct Node {
     pub liveness: Mutex<LivenessTable>,
     pub cluster: Mutex<ClusterInfo>,
     pub peers: Mutex<HashMap<u64, crate::peers::PeerState>>,
+    pub admission: crate::data::Admission,
     pub shutdown: CancellationToken,
     pub started: Instant,
     /// Identifies this run of the node (its start time, ms since the epoch).
@@ -330,6 +331,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         }
     });
     let (registry, _) = watch::channel(initial);
+    let admission = crate::data::Admission::new(&config.limits);
 
     let node = Arc::new(Node {
         id: config.node_id,
@@ -345,6 +347,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         liveness: Mutex::new(LivenessTable::default()),
         cluster: Mutex::new(ClusterInfo::default()),
         peers: Mutex::new(HashMap::new()),
+        admission,
         shutdown: CancellationToken::new(),
         started: Instant::now(),
         incarnation: std::time::SystemTime::now()

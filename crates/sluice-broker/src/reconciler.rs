@@ -68,6 +68,7 @@ async fn reconcile(node: &Node) -> bool {
         }
         let replica =
             node.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&group);
+        node.admission.forget(group);
         if let Some(replica) = replica
             && let Err(e) = replica.shutdown(&node.dispatcher).await
         {

@@ -11,6 +11,9 @@ use sluice_proto::node::{
 use sluice_proto::raft as pb;
 use sluice_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
 use sluice_proto::v1::admin_server::AdminServer;
+use sluice_proto::v1::consumer_server::ConsumerServer;
+use sluice_proto::v1::metadata_server::MetadataServer;
+use sluice_proto::v1::producer_server::ProducerServer;
 use sluice_raft::network::DispatchError;
 use sluice_types::limits::REQUEST_BYTES_MAX;
 use tonic::{Request, Response, Status};
@@ -42,6 +45,17 @@ pub async fn serve_grpc(node: Arc<Node>, listener: tokio::net::TcpListener) {
                 .max_decoding_message_size(REQUEST_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
+        .add_service(
+            ProducerServer::new(crate::data::DataRpc::new(node.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            ConsumerServer::new(crate::data::DataRpc::new(node.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
+        .add_service(MetadataServer::new(crate::data::DataRpc::new(node.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await;
     if let Err(e) = result {

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use sluice_client::proto as pb;
-use sluice_client::{Admin, ClientError};
+use sluice_client::{
+    Admin, ClientError, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, StartAt,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "Administer a Sluice cluster.")]
@@ -43,6 +45,53 @@ enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
+    /// Sends each line of standard input (or of --file) as one record.
+    Produce {
+        topic: String,
+        /// The key of every record (it chooses the partition); without it records go round robin.
+        #[arg(long)]
+        key: Option<String>,
+        /// Send to this partition instead of choosing by key.
+        #[arg(long)]
+        partition: Option<u32>,
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        linger_ms: u64,
+        #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+        compression: CompressionArg,
+    },
+    /// Prints records, one per line: their values (table) or every field (json).
+    Consume {
+        topic: String,
+        /// Only this partition (default: all).
+        #[arg(long)]
+        partition: Option<u32>,
+        /// Start at the earliest retained record instead of the end.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Keep waiting for new records instead of stopping at the end.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        max_records: Option<u64>,
+        /// `pull` long-polls (push over a credit stream is not built yet).
+        #[arg(long, value_enum, default_value_t = ModeArg::Pull)]
+        mode: ModeArg,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CompressionArg {
+    None,
+    Lz4,
+    Zstd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    Pull,
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +185,13 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
         }
+        Command::Produce { topic, key, partition, file, linger_ms, compression } => {
+            produce(&bootstrap, topic, key.as_deref(), *partition, file.as_deref(), *linger_ms, *compression)
+                .await
+        }
+        Command::Consume { topic, partition, from_beginning, follow, max_records, mode: ModeArg::Pull } => {
+            consume(&bootstrap, topic, *partition, *from_beginning, *follow, *max_records, json).await
+        }
         Command::Topic { command } => match command {
             TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes } => {
                 let config =
@@ -179,6 +235,130 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
                 Ok(if json { pretty(&json!({ "deleted": name })) } else { format!("deleted topic {name}\n") })
             }
         },
+    }
+}
+
+async fn produce(
+    bootstrap: &[String],
+    topic: &str,
+    key: Option<&str>,
+    partition: Option<u32>,
+    file: Option<&std::path::Path>,
+    linger_ms: u64,
+    compression: CompressionArg,
+) -> Result<String, ClientError> {
+    use tokio::io::AsyncBufReadExt as _;
+    let cluster = Cluster::new(bootstrap)?;
+    let config = ProducerConfig {
+        linger_ms,
+        compression: match compression {
+            CompressionArg::None => sluice_client::Compression::None,
+            CompressionArg::Lz4 => sluice_client::Compression::Lz4,
+            CompressionArg::Zstd => sluice_client::Compression::Zstd,
+        },
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(cluster, config);
+    let input: Box<dyn tokio::io::AsyncRead + Unpin> = match file {
+        Some(path) => Box::new(
+            tokio::fs::File::open(path)
+                .await
+                .map_err(|e| ClientError::InvalidRecord(format!("{}: {e}", path.display())))?,
+        ),
+        None => Box::new(tokio::io::stdin()),
+    };
+    let mut lines = tokio::io::BufReader::new(input).lines();
+    // Bounded: at most this many records wait for their acknowledgement at once.
+    let mut waiting = std::collections::VecDeque::new();
+    let mut sent = 0u64;
+    let key = key.map(|k| bytes::Bytes::copy_from_slice(k.as_bytes()));
+    while let Some(line) = lines.next_line().await.map_err(|e| ClientError::InvalidRecord(e.to_string()))? {
+        let value = bytes::Bytes::from(line);
+        let delivery = match partition {
+            Some(p) => producer.send_to(topic, p, key.clone(), value).await?,
+            None => producer.send(topic, key.clone(), value).await?,
+        };
+        waiting.push_back(delivery);
+        if waiting.len() >= 10_000
+            && let Some(first) = waiting.pop_front()
+        {
+            first.await?;
+        }
+        sent += 1;
+    }
+    for delivery in waiting {
+        delivery.await?;
+    }
+    producer.close().await;
+    Ok(format!("produced {sent} records to {topic}\n"))
+}
+
+async fn consume(
+    bootstrap: &[String],
+    topic: &str,
+    partition: Option<u32>,
+    from_beginning: bool,
+    follow: bool,
+    max_records: Option<u64>,
+    json: bool,
+) -> Result<String, ClientError> {
+    use std::io::Write as _;
+    let cluster = Cluster::new(bootstrap)?;
+    let partitions = u32::try_from(cluster.topic(topic, true).await?.leaders.len()).unwrap_or(0);
+    let chosen: Vec<u32> = match partition {
+        Some(p) if p < partitions => vec![p],
+        Some(p) => {
+            return Err(ClientError::Refused {
+                code: "UNKNOWN_TOPIC_OR_PARTITION".into(),
+                message: format!("topic {topic} has {partitions} partitions, not {p}"),
+            });
+        }
+        None => (0..partitions).collect(),
+    };
+    let start = if from_beginning { StartAt::Earliest } else { StartAt::Latest };
+    let mut consumers = Vec::new();
+    for p in chosen {
+        let mut consumer = Consumer::new(cluster.clone(), topic, p, start, ConsumerConfig::default());
+        let (_, latest) = consumer.offsets().await?;
+        consumers.push((consumer, latest));
+    }
+    let mut printed = 0u64;
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let mut all_done = true;
+        for (consumer, end) in &mut consumers {
+            if !follow && consumer.position().is_some_and(|p| p >= *end) {
+                continue;
+            }
+            all_done = false;
+            for record in consumer.poll().await? {
+                if !follow && record.offset >= *end {
+                    continue;
+                }
+                let line = if json {
+                    json!({
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "timestamp_ms": record.timestamp_ms,
+                        "key": record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        "value": String::from_utf8_lossy(&record.value),
+                    })
+                    .to_string()
+                } else {
+                    String::from_utf8_lossy(&record.value).into_owned()
+                };
+                if writeln!(stdout, "{line}").is_err() {
+                    return Ok(String::new());
+                }
+                printed += 1;
+                if max_records.is_some_and(|m| printed >= m) {
+                    return Ok(String::new());
+                }
+            }
+        }
+        if all_done {
+            return Ok(String::new());
+        }
     }
 }
 

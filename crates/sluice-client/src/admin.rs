@@ -4,22 +4,11 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::ClientError;
+
 /// How long one call may take before the next bootstrap address is tried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("no bootstrap address given")]
-    NoBootstrap,
-    #[error("invalid address {addr}: {reason}")]
-    InvalidAddress { addr: String, reason: String },
-    /// The cluster answered with an error; `code` is Sluice's stable code (`TOPIC_EXISTS`, ...).
-    #[error("{code}: {message}")]
-    Refused { code: String, message: String },
-    #[error("no node reachable ({0})")]
-    Unreachable(String),
-}
 
 fn refused(status: &tonic::Status) -> ClientError {
     let code = status

@@ -1,7 +1,21 @@
-//! The Rust SDK for Sluice. [`Admin`] manages topics and reads cluster status, trying every
-//! bootstrap address in turn until one answers. Producer and consumer come with the data path.
+//! The Rust SDK for Sluice.
+//!
+//! [`Cluster`] keeps connections to the brokers and a metadata cache (partition leaders),
+//! refreshed when a broker answers `NOT_LEADER`. [`Producer`] batches records per partition
+//! (linger, size), encodes each batch once, is idempotent by default (a producer id from the
+//! registry, per-partition sequences, retries that cannot duplicate) and honours `BUSY` answers'
+//! retry delay. [`Consumer`] pulls with long polling. [`Admin`] manages topics.
 
 mod admin;
+mod cluster;
+mod consumer;
+mod error;
+mod producer;
 
-pub use admin::{Admin, ClientError};
+pub use admin::Admin;
+pub use cluster::Cluster;
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartAt};
+pub use error::ClientError;
+pub use producer::{Delivery, Producer, ProducerConfig};
 pub use sluice_proto::v1 as proto;
+pub use sluice_types::Compression;

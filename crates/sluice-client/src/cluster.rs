@@ -1,0 +1,160 @@
+//! Connections to the brokers and the metadata cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::metadata_client::MetadataClient;
+use sluice_proto::v1::producer_client::ProducerClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::ClientError;
+use crate::error::refused;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest any single call may take.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(35);
+/// The largest message the client accepts (a fetch answer).
+const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What the client knows of a topic's partitions.
+#[derive(Clone, Debug, Default)]
+pub struct TopicMeta {
+    /// Per partition: the leader's address, when known.
+    pub leaders: Vec<Option<String>>,
+}
+
+/// The brokers a client talks to. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct Cluster {
+    bootstrap: Vec<String>,
+    channels: Mutex<HashMap<String, Channel>>,
+    topics: Mutex<HashMap<String, Arc<TopicMeta>>>,
+}
+
+impl Cluster {
+    /// Prepares connections to the bootstrap brokers (`host:port`); nothing is dialled yet.
+    pub fn new(bootstrap: &[String]) -> Result<Arc<Cluster>, ClientError> {
+        if bootstrap.is_empty() {
+            return Err(ClientError::NoBootstrap);
+        }
+        let cluster = Cluster {
+            bootstrap: bootstrap.to_vec(),
+            channels: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
+        };
+        for addr in bootstrap {
+            cluster.channel(addr)?;
+        }
+        Ok(Arc::new(cluster))
+    }
+
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ClientError::InvalidAddress { addr: addr.to_string(), reason: e.to_string() })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub(crate) fn max_message_bytes() -> usize {
+        MESSAGE_BYTES_MAX
+    }
+
+    /// Cached metadata of `topic`, fetched when absent or when `refresh` is asked.
+    pub async fn topic(&self, topic: &str, refresh: bool) -> Result<Arc<TopicMeta>, ClientError> {
+        if !refresh
+            && let Some(meta) =
+                self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(topic)
+        {
+            return Ok(meta.clone());
+        }
+        let mut failures = Vec::new();
+        for addr in &self.bootstrap {
+            let mut client = MetadataClient::new(self.channel(addr)?);
+            match client.metadata(pb::MetadataRequest { topics: vec![topic.to_string()] }).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let Some(t) = response.topics.into_iter().find(|t| t.name == topic) else {
+                        failures.push(format!("{addr}: no answer for {topic}"));
+                        continue;
+                    };
+                    if let Some(error) = t.error.filter(|e| e.code != 0) {
+                        return Err(refused(&error));
+                    }
+                    let mut leaders = vec![None; t.partitions.len()];
+                    for p in t.partitions {
+                        if let Some(slot) = leaders.get_mut(p.partition as usize) {
+                            *slot = (!p.leader_addr.is_empty()).then_some(p.leader_addr);
+                        }
+                    }
+                    let meta = Arc::new(TopicMeta { leaders });
+                    self.topics
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(topic.to_string(), meta.clone());
+                    return Ok(meta);
+                }
+                Err(status) => failures.push(format!("{addr}: {}", status.message())),
+            }
+        }
+        Err(ClientError::Unreachable(failures.join("; ")))
+    }
+
+    /// Where to send a request for a partition: its leader if known, else any bootstrap broker
+    /// (which answers `NOT_LEADER` with a hint).
+    pub(crate) async fn leader_addr(
+        &self,
+        topic: &str,
+        partition: u32,
+        refresh: bool,
+    ) -> Result<String, ClientError> {
+        let meta = self.topic(topic, refresh).await?;
+        let leader = meta.leaders.get(partition as usize).ok_or_else(|| ClientError::Refused {
+            code: "UNKNOWN_TOPIC_OR_PARTITION".into(),
+            message: format!("topic {topic} has {} partitions", meta.leaders.len()),
+        })?;
+        Ok(leader
+            .clone()
+            .unwrap_or_else(|| self.bootstrap[partition as usize % self.bootstrap.len()].clone()))
+    }
+
+    /// Remembers a leader learned from a `NOT_LEADER` answer.
+    pub(crate) fn set_leader(&self, topic: &str, partition: u32, addr: String) {
+        let mut topics = self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(meta) = topics.get(topic) {
+            let mut updated = (**meta).clone();
+            if let Some(slot) = updated.leaders.get_mut(partition as usize) {
+                *slot = Some(addr);
+                topics.insert(topic.to_string(), Arc::new(updated));
+            }
+        }
+    }
+
+    /// A fresh producer id from the registry, for an idempotent producer.
+    pub async fn init_producer(&self) -> Result<(u64, u32), ClientError> {
+        let mut failures = Vec::new();
+        for addr in &self.bootstrap {
+            let mut client = ProducerClient::new(self.channel(addr)?);
+            match client.init_producer(pb::InitProducerRequest {}).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    match response.error.filter(|e| e.code != 0) {
+                        Some(error) => failures.push(format!("{addr}: {}", error.message)),
+                        None => return Ok((response.producer_id, response.producer_epoch)),
+                    }
+                }
+                Err(status) => failures.push(format!("{addr}: {}", status.message())),
+            }
+        }
+        Err(ClientError::Unreachable(failures.join("; ")))
+    }
+}

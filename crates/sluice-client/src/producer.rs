@@ -1,0 +1,401 @@
+//! The producer: per-partition batching, idempotence, retries.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::producer_client::ProducerClient;
+use sluice_types::{Compression, ProducerEpoch, ProducerId, Record, RecordBatch, Sequence};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::ClientError;
+use crate::cluster::Cluster;
+use crate::error::{code_name, refused};
+
+/// Records per batch at most, whatever their size.
+const BATCH_RECORDS_MAX: usize = 10_000;
+/// The longest single back-off between retries.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// How long a partition's batch waits for more records before it is sent.
+    pub linger_ms: u64,
+    /// A batch is sent once its records reach this many bytes.
+    pub batch_bytes_max: usize,
+    pub compression: Compression,
+    /// Producer id and sequences make retries duplicate-free.
+    pub idempotent: bool,
+    /// A record not acknowledged within this long fails.
+    pub delivery_timeout_ms: u64,
+    /// Records waiting per partition; `send` waits when the queue is full.
+    pub queue_records_max: usize,
+    /// The first back-off after a failed attempt; it doubles up to 1 s, with jitter.
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger_ms: 5,
+            batch_bytes_max: 256 * 1024,
+            compression: Compression::None,
+            idempotent: true,
+            delivery_timeout_ms: 60_000,
+            queue_records_max: 16_384,
+            retry_backoff_ms: 20,
+        }
+    }
+}
+
+/// Where an acknowledged record landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Resolves once the record is acknowledged (committed on a majority) or has failed.
+#[derive(Debug)]
+pub struct DeliveryFuture(oneshot::Receiver<Result<Delivery, ClientError>>);
+
+impl Future for DeliveryFuture {
+    type Output = Result<Delivery, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+struct Pending {
+    key: Option<Bytes>,
+    value: Bytes,
+    timestamp_ms: i64,
+    done: oneshot::Sender<Result<Delivery, ClientError>>,
+}
+
+/// Sends records to a cluster. Cheap to share (`&Producer` from many tasks).
+pub struct Producer {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    workers: Mutex<HashMap<(String, u32), mpsc::Sender<Pending>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    round_robin: AtomicU64,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The partition of a keyed record: CRC32C of the key, modulo the partition count.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    crc32c::crc32c(key) % partitions.max(1)
+}
+
+impl Producer {
+    pub fn new(cluster: Arc<Cluster>, config: ProducerConfig) -> Producer {
+        Producer {
+            cluster,
+            config,
+            workers: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            round_robin: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a record; the key chooses the partition (records without a key go round robin).
+    /// Waits only while the partition's queue is full. The returned future resolves to where the
+    /// record landed.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<Bytes>,
+        value: Bytes,
+    ) -> Result<DeliveryFuture, ClientError> {
+        let partitions =
+            u32::try_from(self.cluster.topic(topic, false).await?.leaders.len()).unwrap_or(u32::MAX);
+        if partitions == 0 {
+            return Err(ClientError::Refused {
+                code: "UNKNOWN_TOPIC_OR_PARTITION".into(),
+                message: topic.into(),
+            });
+        }
+        let partition = match &key {
+            Some(k) => partition_for_key(k, partitions),
+            None => u32::try_from(self.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions))
+                .unwrap_or(0),
+        };
+        self.send_to(topic, partition, key, value).await
+    }
+
+    /// Queues a record for a given partition.
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: Option<Bytes>,
+        value: Bytes,
+    ) -> Result<DeliveryFuture, ClientError> {
+        let (done, rx) = oneshot::channel();
+        let pending = Pending { key, value, timestamp_ms: now_ms(), done };
+        let sender = self.worker(topic, partition);
+        sender.send(pending).await.map_err(|_| ClientError::Closed)?;
+        Ok(DeliveryFuture(rx))
+    }
+
+    fn worker(&self, topic: &str, partition: u32) -> mpsc::Sender<Pending> {
+        let mut workers = self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = workers.get(&(topic.to_string(), partition)) {
+            return sender.clone();
+        }
+        let (tx, rx) = mpsc::channel(self.config.queue_records_max.max(1));
+        let worker = PartitionWorker {
+            cluster: self.cluster.clone(),
+            config: self.config.clone(),
+            topic: topic.to_string(),
+            partition,
+        };
+        let task = tokio::spawn(worker.run(rx));
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(task);
+        workers.insert((topic.to_string(), partition), tx.clone());
+        tx
+    }
+
+    /// Sends everything queued, waits for every outcome, and stops.
+    pub async fn close(self) {
+        self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        let tasks =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct PartitionWorker {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    topic: String,
+    partition: u32,
+}
+
+/// A small xorshift for back-off jitter; quality does not matter here.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Self {
+        Jitter(u64::try_from(now_ms()).unwrap_or(1) | 1)
+    }
+
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below.max(1)
+    }
+}
+
+impl PartitionWorker {
+    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
+        let mut identity: Option<(u64, u32)> = None;
+        let mut sequence = 0u64;
+        let linger = Duration::from_millis(self.config.linger_ms);
+        loop {
+            let Some(first) = rx.recv().await else { return };
+            let mut bytes = first.value.len() + first.key.as_ref().map_or(0, Bytes::len);
+            let mut pending = vec![first];
+            let deadline = tokio::time::Instant::now() + linger;
+            while bytes < self.config.batch_bytes_max && pending.len() < BATCH_RECORDS_MAX {
+                tokio::select! {
+                    biased;
+                    next = rx.recv() => match next {
+                        Some(p) => {
+                            bytes += p.value.len() + p.key.as_ref().map_or(0, Bytes::len);
+                            pending.push(p);
+                        }
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            if self.config.idempotent && identity.is_none() {
+                match self.cluster.init_producer().await {
+                    Ok(id) => {
+                        identity = Some(id);
+                        sequence = 0;
+                    }
+                    Err(e) => {
+                        fail(pending, &e);
+                        continue;
+                    }
+                }
+            }
+            let (producer_id, epoch) = identity.unwrap_or((0, 0));
+            let base_timestamp_ms = pending[0].timestamp_ms;
+            let batch = RecordBatch {
+                producer_id: ProducerId(producer_id),
+                producer_epoch: ProducerEpoch(epoch),
+                base_sequence: Sequence(sequence),
+                base_timestamp_ms,
+                compression: self.config.compression,
+                records: pending
+                    .iter()
+                    .map(|p| Record {
+                        timestamp_delta_ms: p.timestamp_ms - base_timestamp_ms,
+                        key: p.key.clone(),
+                        value: p.value.clone(),
+                        headers: Vec::new(),
+                    })
+                    .collect(),
+            };
+            let encoded = match batch.encode() {
+                Ok(encoded) => encoded,
+                Err(e) => {
+                    fail(pending, &ClientError::InvalidRecord(e.to_string()));
+                    continue;
+                }
+            };
+            match self.deliver(encoded).await {
+                Ok(base_offset) => {
+                    sequence += pending.len() as u64;
+                    for (i, p) in pending.into_iter().enumerate() {
+                        let _ = p
+                            .done
+                            .send(Ok(Delivery { partition: self.partition, offset: base_offset + i as u64 }));
+                    }
+                }
+                Err(e) => {
+                    // Whether the batch landed is unknown: continuing the same sequence could
+                    // be refused or misread as a duplicate. A fresh producer id starts clean.
+                    identity = None;
+                    fail(pending, &e);
+                }
+            }
+        }
+    }
+
+    /// Sends one encoded batch until it is acknowledged, a final error, or the delivery timeout.
+    async fn deliver(&self, batch: Bytes) -> Result<u64, ClientError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.delivery_timeout_ms);
+        let mut jitter = Jitter::new();
+        let mut backoff = Duration::from_millis(self.config.retry_backoff_ms.max(1));
+        let mut refresh = false;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let last = match self.attempt(&batch, refresh).await {
+                Ok(Ok(base_offset)) => return Ok(base_offset),
+                Ok(Err(retry)) => retry,
+                Err(final_error) => return Err(final_error),
+            };
+            refresh = last.refresh;
+            let wait = if let Some(after) = last.wait {
+                after + Duration::from_millis(jitter.next(millis(after) / 4 + 1))
+            } else {
+                let wait = backoff + Duration::from_millis(jitter.next(millis(backoff) / 2 + 1));
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                wait
+            };
+            if tokio::time::Instant::now() + wait > deadline {
+                return Err(ClientError::DeliveryTimeout { attempts, last: last.reason });
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt: `Ok(Ok(offset))` acknowledged, `Ok(Err(retry))` worth retrying,
+    /// `Err(e)` final.
+    async fn attempt(&self, batch: &Bytes, refresh: bool) -> Result<Result<u64, Retry>, ClientError> {
+        let addr = match self.cluster.leader_addr(&self.topic, self.partition, refresh).await {
+            Ok(addr) => addr,
+            Err(ClientError::Refused { code, message }) if code != "UNKNOWN_TOPIC_OR_PARTITION" => {
+                return Err(ClientError::Refused { code, message });
+            }
+            Err(e) => return Ok(Err(Retry { reason: e.to_string(), refresh: true, wait: None })),
+        };
+        let mut client = ProducerClient::new(self.cluster.channel(&addr)?)
+            .max_decoding_message_size(Cluster::max_message_bytes())
+            .max_encoding_message_size(Cluster::max_message_bytes());
+        let request =
+            pb::ProduceRequest { topic: self.topic.clone(), partition: self.partition, batch: batch.clone() };
+        let response = match client.produce(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                return Ok(Err(Retry {
+                    reason: format!("{addr}: {}", status.message()),
+                    refresh: true,
+                    wait: None,
+                }));
+            }
+        };
+        let Some(error) = response.error.filter(|e| e.code != pb::ErrorCode::None as i32) else {
+            return Ok(Ok(response.base_offset));
+        };
+        let reason = format!("{addr}: {}: {}", code_name(error.code), error.message);
+        match pb::ErrorCode::try_from(error.code) {
+            Ok(pb::ErrorCode::NotLeader) => {
+                let hinted = !error.leader_addr.is_empty();
+                if hinted {
+                    self.cluster.set_leader(&self.topic, self.partition, error.leader_addr.clone());
+                }
+                Ok(Err(Retry { reason, refresh: !hinted, wait: hinted.then_some(Duration::ZERO) }))
+            }
+            Ok(pb::ErrorCode::Busy) => Ok(Err(Retry {
+                reason,
+                refresh: false,
+                wait: Some(Duration::from_millis(u64::from(error.retry_after_ms.max(1)))),
+            })),
+            Ok(pb::ErrorCode::Unavailable | pb::ErrorCode::UnknownTopicOrPartition) => {
+                Ok(Err(Retry { reason, refresh: true, wait: None }))
+            }
+            _ => Err(refused(&error)),
+        }
+    }
+}
+
+struct Retry {
+    reason: String,
+    refresh: bool,
+    /// The broker's requested delay, or none for the exponential back-off.
+    wait: Option<Duration>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn fail(pending: Vec<Pending>, error: &ClientError) {
+    for p in pending {
+        let _ = p.done.send(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_stable_partitions() {
+        let a = partition_for_key(b"order-17", 12);
+        assert_eq!(a, partition_for_key(b"order-17", 12));
+        assert!(a < 12);
+        let spread: std::collections::HashSet<u32> =
+            (0..1000).map(|i| partition_for_key(format!("k{i}").as_bytes(), 12)).collect();
+        assert_eq!(spread.len(), 12, "a thousand keys reach every partition");
+    }
+}

@@ -1,5 +1,7 @@
 //! `sluice`: the command line for a Sluice cluster.
 
+mod bench;
+
 use std::fmt::Write as _;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -61,6 +63,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = CompressionArg::None)]
         compression: CompressionArg,
     },
+    /// Benchmarks against the cluster.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Prints records, one per line: their values (table) or every field (json).
     Consume {
         topic: String,
@@ -79,6 +86,33 @@ enum Command {
         /// `pull` long-polls (push over a credit stream is not built yet).
         #[arg(long, value_enum, default_value_t = ModeArg::Pull)]
         mode: ModeArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Acknowledged publishes (majority, fsynced): throughput and enqueue-to-ack latency.
+    Produce {
+        #[arg(long, default_value = "bench")]
+        topic: String,
+        /// Partitions of the topic if it has to be created (replication factor 3).
+        #[arg(long, default_value_t = 12)]
+        partitions: u32,
+        /// Record value size in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+        /// Stops after this many seconds even if records are left.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        #[arg(long, default_value_t = 1)]
+        producers: u32,
+        /// Unacknowledged records per producer at most.
+        #[arg(long, default_value_t = 256)]
+        inflight: u32,
+        #[arg(long, default_value_t = 2)]
+        linger_ms: u64,
     },
 }
 
@@ -132,7 +166,7 @@ enum TopicCommand {
     },
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let cli = Cli::parse();
     match run(&cli).await {
@@ -191,6 +225,22 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         }
         Command::Consume { topic, partition, from_beginning, follow, max_records, mode: ModeArg::Pull } => {
             consume(&bootstrap, topic, *partition, *from_beginning, *follow, *max_records, json).await
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Produce { topic, partitions, size, records, secs, producers, inflight, linger_ms },
+        } => {
+            let bench = bench::ProduceBench {
+                topic: topic.clone(),
+                partitions: *partitions,
+                size: *size,
+                records: *records,
+                secs: *secs,
+                producers: *producers,
+                inflight: *inflight,
+                linger_ms: *linger_ms,
+            };
+            bench::produce(&bootstrap, bench).await
         }
         Command::Topic { command } => match command {
             TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes } => {

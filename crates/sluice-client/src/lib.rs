@@ -16,6 +16,6 @@ pub use admin::Admin;
 pub use cluster::Cluster;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartAt};
 pub use error::ClientError;
-pub use producer::{Delivery, Producer, ProducerConfig};
+pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig, partition_for_key};
 pub use sluice_proto::v1 as proto;
 pub use sluice_types::Compression;

@@ -1,0 +1,142 @@
+//! `sluice bench produce`: acknowledged-publish throughput and latency, printed for people and as
+//! one `RESULT` line in the format of the peer baselines (shared/peers/README.md), so Sluice and
+//! NATS/RabbitMQ runs of the same session go into one table.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_client::{Admin, ClientError, Cluster, Producer, ProducerConfig, proto as pb};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone)]
+pub struct ProduceBench {
+    pub topic: String,
+    pub partitions: u32,
+    pub size: usize,
+    pub records: u64,
+    pub secs: u64,
+    pub producers: u32,
+    pub inflight: u32,
+    pub linger_ms: u64,
+}
+
+/// Creates the topic if it is missing and waits until every partition has a leader.
+async fn ensure_topic(bootstrap: &[String], bench: &ProduceBench) -> Result<(), ClientError> {
+    let admin = Admin::new(bootstrap)?;
+    match admin.create_topic(&bench.topic, bench.partitions, 3, pb::TopicConfig::default()).await {
+        Ok(_) => {}
+        Err(ClientError::Refused { code, .. }) if code == "TOPIC_EXISTS" => {}
+        Err(e) => return Err(e),
+    }
+    let cluster = Cluster::new(bootstrap)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let meta = cluster.topic(&bench.topic, true).await?;
+        if meta.leaders.iter().all(Option::is_some) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(ClientError::Unreachable("partitions without a leader after 30 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String, ClientError> {
+    ensure_topic(bootstrap, &bench).await?;
+    let cluster = Cluster::new(bootstrap)?;
+    let value = Bytes::from(vec![b'x'; bench.size]);
+    let per_producer = bench.records / u64::from(bench.producers.max(1));
+    let deadline = Instant::now() + Duration::from_secs(bench.secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..bench.producers.max(1) {
+        let producer = Arc::new(Producer::new(
+            cluster.clone(),
+            ProducerConfig { linger_ms: bench.linger_ms, ..ProducerConfig::default() },
+        ));
+        let topic = bench.topic.clone();
+        let value = value.clone();
+        let inflight = Arc::new(Semaphore::new(bench.inflight.max(1) as usize));
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds");
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+            let waiter = tokio::spawn(async move {
+                let mut acked = 0u64;
+                let mut failed = None;
+                while let Some((sent_at, permit, delivery)) = rx.recv().await {
+                    let delivery: sluice_client::DeliveryFuture = delivery;
+                    match delivery.await {
+                        Ok(_) => {
+                            acked += 1;
+                            let micros =
+                                u64::try_from(Instant::elapsed(&sent_at).as_micros()).unwrap_or(u64::MAX);
+                            let _ = histogram.record(micros.max(1));
+                        }
+                        Err(e) => failed = Some(e),
+                    }
+                    drop(permit);
+                }
+                (acked, failed, histogram)
+            });
+            // Bounded in count and in time: stops at its share of records or the deadline.
+            for _ in 0..per_producer {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+                let sent_at = Instant::now();
+                match producer.send(&topic, None, value.clone()).await {
+                    Ok(delivery) => {
+                        if tx.send((sent_at, permit, delivery)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            drop(tx);
+            let (acked, failed, histogram) =
+                waiter.await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            Ok((acked, histogram))
+        }));
+    }
+    let mut acked = 0u64;
+    let mut histogram =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    for task in tasks {
+        let (n, h) = task.await.map_err(|e| ClientError::Unreachable(e.to_string()))??;
+        acked += n;
+        histogram.add(h).map_err(|e| ClientError::Unreachable(e.to_string()))?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let (rate, mb) = (acked as f64 / secs, acked as f64 * bench.size as f64 / secs / 1e6);
+    #[allow(clippy::cast_precision_loss)]
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok(format!(
+        "acknowledged {acked} records of {} B in {secs:.2} s: {rate:.0} msgs/s, {mb:.2} MB/s\n\
+         latency enqueue→ack: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms\n\
+         RESULT system=sluice fsync=majority replicas=3 test=publish_acked size={} msgs={acked} secs={secs:.2} \
+         msgs_per_s={rate:.0} MB_per_s={mb:.2} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} producers={} inflight={} \
+         partitions={} linger_ms={}\n",
+        bench.size,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        ms(1.0),
+        bench.size,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        bench.producers,
+        bench.inflight,
+        bench.partitions,
+        bench.linger_ms,
+    ))
+}

@@ -221,17 +221,20 @@ impl PartitionWorker {
             let mut pending = vec![first];
             let deadline = tokio::time::Instant::now() + linger;
             while bytes < self.config.batch_bytes_max && pending.len() < BATCH_RECORDS_MAX {
-                tokio::select! {
-                    biased;
-                    next = rx.recv() => match next {
-                        Some(p) => {
-                            bytes += p.value.len() + p.key.as_ref().map_or(0, Bytes::len);
-                            pending.push(p);
-                        }
-                        None => break,
+                // Take what is already queued without waiting; only a positive linger waits for
+                // more (a zero-length timer would still cost a timer tick, about a millisecond).
+                let next = match rx.try_recv() {
+                    Ok(p) => Some(p),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) if linger.is_zero() => None,
+                    Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                        next = rx.recv() => next,
+                        () = tokio::time::sleep_until(deadline) => None,
                     },
-                    () = tokio::time::sleep_until(deadline) => break,
-                }
+                };
+                let Some(p) = next else { break };
+                bytes += p.value.len() + p.key.as_ref().map_or(0, Bytes::len);
+                pending.push(p);
             }
             if self.config.idempotent && identity.is_none() {
                 match self.cluster.init_producer().await {

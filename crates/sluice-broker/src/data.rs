@@ -24,6 +24,10 @@ pub const FETCH_BYTES_MAX: u32 = 16 * 1024 * 1024;
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
 /// Admission counts memory in units of this many bytes.
 const ADMISSION_UNIT_BYTES: u64 = 1024;
+/// Responses a subscription may queue before waiting for the client to read them.
+const SUBSCRIBE_QUEUE_RESPONSES: usize = 4;
+/// A subscription with nothing to send says so this often.
+const SUBSCRIBE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a measured free-space figure is trusted.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -302,8 +306,143 @@ impl Producer for DataRpc {
     }
 }
 
+type SubscribeStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SubscribeResponse, Status>> + Send + 'static>>;
+
+/// One push subscription: sends committed batches within the client's credit, heartbeats when
+/// idle, and stops when the client goes away or the node shuts down.
+async fn run_subscription(
+    node: Arc<Node>,
+    first: pb::SubscribeRequest,
+    mut inbound: tonic::Streaming<pb::SubscribeRequest>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+) {
+    let fail =
+        |error: pb::Error| pb::SubscribeResponse { error: Some(error), ..pb::SubscribeResponse::default() };
+    let replica = match resolve(&node, &first.topic, first.partition) {
+        Err(error) => {
+            let _ = tx.send(Ok(fail(error))).await;
+            return;
+        }
+        Ok((group, None)) => {
+            let _ = tx.send(Ok(fail(not_leader(&node, leader_of(&node, group, None))))).await;
+            return;
+        }
+        Ok((group, Some(replica))) => {
+            let leader = leader_of(&node, group, Some(&replica));
+            if !first.read_from_follower && leader != Some(node.id) {
+                let _ = tx.send(Ok(fail(not_leader(&node, leader)))).await;
+                return;
+            }
+            replica
+        }
+    };
+    let reader = replica.reader().clone();
+    let mut watch = reader.watch();
+    let mut position = Offset(first.offset);
+    let mut credit_records = u64::from(first.credit_records);
+    let mut credit_bytes = first.credit_bytes;
+    let mut heartbeat = tokio::time::interval(SUBSCRIBE_HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut sent = false;
+        if credit_records > 0 && credit_bytes > 0 {
+            watch.borrow_and_update();
+            let max_bytes =
+                usize::try_from(credit_bytes.min(u64::from(FETCH_BYTES_MAX))).unwrap_or(usize::MAX);
+            match reader.read(position, max_bytes) {
+                Ok(batches) if !batches.is_empty() => {
+                    let mut out = Vec::new();
+                    for batch in batches {
+                        if credit_records == 0 {
+                            break;
+                        }
+                        let count =
+                            sluice_types::BatchHeader::read(&batch.bytes).map_or(1, |h| h.record_count);
+                        let skipped = position.0.saturating_sub(batch.base_offset.0);
+                        credit_records =
+                            credit_records.saturating_sub(u64::from(count).saturating_sub(skipped));
+                        credit_bytes = credit_bytes.saturating_sub(batch.bytes.len() as u64);
+                        position = batch.base_offset.plus(u64::from(count));
+                        out.push(pb::StoredBatch { base_offset: batch.base_offset.0, batch: batch.bytes });
+                    }
+                    let response = pb::SubscribeResponse {
+                        error: None,
+                        batches: out,
+                        high_watermark: reader.progress().high_watermark.0,
+                        heartbeat: false,
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                    sent = true;
+                    heartbeat.reset();
+                }
+                Ok(_) => {}
+                Err(FetchError::OffsetOutOfRange { log_start, high_watermark, .. }) => {
+                    let error = pb::Error {
+                        log_start_offset: log_start.0,
+                        high_watermark: high_watermark.0,
+                        ..error(pb::ErrorCode::OffsetOutOfRange, format!("offset {position} is out of range"))
+                    };
+                    let _ = tx.send(Ok(fail(error))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Ok(fail(error(pb::ErrorCode::Unavailable, e.to_string())))).await;
+                    return;
+                }
+            }
+        }
+        if sent {
+            continue;
+        }
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            () = tx.closed() => return,
+            changed = watch.changed() => if changed.is_err() {
+                let _ = tx.send(Ok(fail(error(pb::ErrorCode::Unavailable, "the partition replica stopped")))).await;
+                return;
+            },
+            message = inbound.message() => match message {
+                Ok(Some(more)) => {
+                    credit_records = credit_records.saturating_add(u64::from(more.credit_records));
+                    credit_bytes = credit_bytes.saturating_add(more.credit_bytes);
+                }
+                // The client closed its side or the stream broke: the subscription is over.
+                Ok(None) | Err(_) => return,
+            },
+            _ = heartbeat.tick() => {
+                let beat = pb::SubscribeResponse {
+                    heartbeat: true,
+                    high_watermark: reader.progress().high_watermark.0,
+                    ..pb::SubscribeResponse::default()
+                };
+                if tx.send(Ok(beat)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Consumer for DataRpc {
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<tonic::Streaming<pb::SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            Status::invalid_argument("a subscription starts with a request naming the partition")
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_QUEUE_RESPONSES);
+        tokio::spawn(run_subscription(self.node.clone(), first, inbound, tx));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
         let response = self
             .fetch_inner(request.into_inner())

@@ -83,7 +83,7 @@ enum Command {
         /// Stop after this many records.
         #[arg(long)]
         max_records: Option<u64>,
-        /// `pull` long-polls (push over a credit stream is not built yet).
+        /// `pull` long-polls; `push` subscribes to a stream with credit-based flow control.
         #[arg(long, value_enum, default_value_t = ModeArg::Pull)]
         mode: ModeArg,
     },
@@ -126,6 +126,7 @@ enum CompressionArg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
     Pull,
+    Push,
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,8 +224,15 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
             produce(&bootstrap, topic, key.as_deref(), *partition, file.as_deref(), *linger_ms, *compression)
                 .await
         }
-        Command::Consume { topic, partition, from_beginning, follow, max_records, mode: ModeArg::Pull } => {
-            consume(&bootstrap, topic, *partition, *from_beginning, *follow, *max_records, json).await
+        Command::Consume { topic, partition, from_beginning, follow, max_records, mode } => {
+            let options = ConsumeOptions {
+                from_beginning: *from_beginning,
+                follow: *follow,
+                max_records: *max_records,
+                json,
+                push: *mode == ModeArg::Push,
+            };
+            consume(&bootstrap, topic, *partition, &options).await
         }
         Command::Bench {
             command:
@@ -343,16 +351,38 @@ async fn produce(
     Ok(format!("produced {sent} records to {topic}\n"))
 }
 
-async fn consume(
-    bootstrap: &[String],
-    topic: &str,
-    partition: Option<u32>,
+#[allow(clippy::struct_excessive_bools)] // Each is one independent command-line switch.
+struct ConsumeOptions {
     from_beginning: bool,
     follow: bool,
     max_records: Option<u64>,
     json: bool,
+    push: bool,
+}
+
+fn record_line(record: &sluice_client::ConsumedRecord, json: bool) -> String {
+    if json {
+        json!({
+            "partition": record.partition,
+            "offset": record.offset,
+            "timestamp_ms": record.timestamp_ms,
+            "key": record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+            "value": String::from_utf8_lossy(&record.value),
+        })
+        .to_string()
+    } else {
+        String::from_utf8_lossy(&record.value).into_owned()
+    }
+}
+
+async fn consume(
+    bootstrap: &[String],
+    topic: &str,
+    partition: Option<u32>,
+    options: &ConsumeOptions,
 ) -> Result<String, ClientError> {
     use std::io::Write as _;
+    let ConsumeOptions { from_beginning, follow, max_records, json, push } = *options;
     let cluster = Cluster::new(bootstrap)?;
     let partitions = u32::try_from(cluster.topic(topic, true).await?.leaders.len()).unwrap_or(0);
     let chosen: Vec<u32> = match partition {
@@ -374,6 +404,37 @@ async fn consume(
     }
     let mut printed = 0u64;
     let mut stdout = std::io::stdout().lock();
+    if push {
+        // Credit of 10,000 records or 8 MiB per partition, granted again as records are printed.
+        let mut subscriptions = Vec::new();
+        for (consumer, end) in &mut consumers {
+            subscriptions.push((consumer.subscribe(10_000, 8 << 20).await?, *end));
+        }
+        loop {
+            let mut all_done = true;
+            for (subscription, end) in &mut subscriptions {
+                if !follow && subscription.position() >= *end {
+                    continue;
+                }
+                all_done = false;
+                for record in subscription.next().await? {
+                    if !follow && record.offset >= *end {
+                        continue;
+                    }
+                    if writeln!(stdout, "{}", record_line(&record, json)).is_err() {
+                        return Ok(String::new());
+                    }
+                    printed += 1;
+                    if max_records.is_some_and(|m| printed >= m) {
+                        return Ok(String::new());
+                    }
+                }
+            }
+            if all_done {
+                return Ok(String::new());
+            }
+        }
+    }
     loop {
         let mut all_done = true;
         for (consumer, end) in &mut consumers {
@@ -385,19 +446,7 @@ async fn consume(
                 if !follow && record.offset >= *end {
                     continue;
                 }
-                let line = if json {
-                    json!({
-                        "partition": record.partition,
-                        "offset": record.offset,
-                        "timestamp_ms": record.timestamp_ms,
-                        "key": record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        "value": String::from_utf8_lossy(&record.value),
-                    })
-                    .to_string()
-                } else {
-                    String::from_utf8_lossy(&record.value).into_owned()
-                };
-                if writeln!(stdout, "{line}").is_err() {
+                if writeln!(stdout, "{}", record_line(&record, json)).is_err() {
                     return Ok(String::new());
                 }
                 printed += 1;

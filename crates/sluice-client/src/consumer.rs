@@ -7,6 +7,7 @@ use bytes::Bytes;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::consumer_client::ConsumerClient;
 use sluice_types::ValidatedBatch;
+use tokio::sync::mpsc;
 
 use crate::ClientError;
 use crate::cluster::Cluster;
@@ -172,33 +173,122 @@ impl Consumer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let mut out = Vec::new();
-        let mut position = next;
-        for stored in response.batches {
-            // Checked end to end: the bytes the producer's checksum covers.
-            let batch = ValidatedBatch::validate(stored.batch).map_err(|e| {
-                ClientError::InvalidRecord(format!("fetched batch at {}: {e}", stored.base_offset))
-            })?;
-            let base_timestamp = batch.header().base_timestamp_ms;
-            let records = batch.records().map_err(|e| ClientError::InvalidRecord(e.to_string()))?;
-            for (i, record) in records.into_iter().enumerate() {
-                let offset = stored.base_offset + i as u64;
-                if offset < position {
-                    continue;
-                }
-                position = offset + 1;
-                out.push(ConsumedRecord {
-                    partition: self.partition,
-                    offset,
-                    timestamp_ms: base_timestamp + record.timestamp_delta_ms,
-                    key: record.key,
-                    value: record.value,
-                    headers: record.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                });
-            }
-        }
+        let (out, position) = decode_batches(self.partition, response.batches, next)?;
         self.next = Some(position);
         Ok(out)
+    }
+
+    /// Opens a push subscription at this consumer's position, granting `credit_records` and
+    /// `credit_bytes` up front.
+    pub async fn subscribe(
+        &mut self,
+        credit_records: u32,
+        credit_bytes: u64,
+    ) -> Result<Subscription, ClientError> {
+        let position = if let Some(next) = self.next {
+            next
+        } else {
+            let (earliest, latest) = self.offsets().await?;
+            if self.start == StartAt::Latest { latest } else { earliest }
+        };
+        let mut client = self.client().await?;
+        let (credit, rx) = mpsc::channel(16);
+        let first = pb::SubscribeRequest {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: position,
+            read_from_follower: self.config.read_from_follower,
+            credit_records,
+            credit_bytes,
+        };
+        credit.send(first).await.map_err(|_| ClientError::Closed)?;
+        let inbound = client
+            .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|s| {
+                self.refresh = true;
+                ClientError::Unreachable(s.message().to_string())
+            })?
+            .into_inner();
+        Ok(Subscription { partition: self.partition, position, credit, inbound, owed: (0, 0) })
+    }
+}
+
+/// Decodes fetched or pushed batches into records at or after `position`; returns them and the
+/// position after the last.
+fn decode_batches(
+    partition: u32,
+    batches: Vec<pb::StoredBatch>,
+    mut position: u64,
+) -> Result<(Vec<ConsumedRecord>, u64), ClientError> {
+    let mut out = Vec::new();
+    for stored in batches {
+        // Checked end to end: the bytes the producer's checksum covers.
+        let batch = ValidatedBatch::validate(stored.batch)
+            .map_err(|e| ClientError::InvalidRecord(format!("batch at {}: {e}", stored.base_offset)))?;
+        let base_timestamp = batch.header().base_timestamp_ms;
+        let records = batch.records().map_err(|e| ClientError::InvalidRecord(e.to_string()))?;
+        for (i, record) in records.into_iter().enumerate() {
+            let offset = stored.base_offset + i as u64;
+            if offset < position {
+                continue;
+            }
+            position = offset + 1;
+            out.push(ConsumedRecord {
+                partition,
+                offset,
+                timestamp_ms: base_timestamp + record.timestamp_delta_ms,
+                key: record.key,
+                value: record.value,
+                headers: record.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+            });
+        }
+    }
+    Ok((out, position))
+}
+
+/// Records pushed by the server over one stream, within the credit this side grants: each
+/// `next` grants again what the previous one consumed, so a slow reader slows only its stream.
+#[derive(Debug)]
+pub struct Subscription {
+    partition: u32,
+    position: u64,
+    credit: mpsc::Sender<pb::SubscribeRequest>,
+    inbound: tonic::Streaming<pb::SubscribeResponse>,
+    owed: (u32, u64),
+}
+
+impl Subscription {
+    /// The next records; an empty answer is the server's idle heartbeat.
+    pub async fn next(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
+        if self.owed.0 > 0 {
+            let (records, bytes) = std::mem::take(&mut self.owed);
+            let grant =
+                pb::SubscribeRequest { credit_records: records, credit_bytes: bytes, ..Default::default() };
+            self.credit
+                .send(grant)
+                .await
+                .map_err(|_| ClientError::Unreachable("subscription closed".into()))?;
+        }
+        let message = self
+            .inbound
+            .message()
+            .await
+            .map_err(|s| ClientError::Unreachable(s.message().to_string()))?
+            .ok_or_else(|| ClientError::Unreachable("the server ended the subscription".into()))?;
+        if let Some(error) = message.error.filter(|e| e.code != 0) {
+            return Err(refused(&error));
+        }
+        let bytes: u64 = message.batches.iter().map(|b| b.batch.len() as u64).sum();
+        let (records, position) = decode_batches(self.partition, message.batches, self.position)?;
+        self.position = position;
+        self.owed = (u32::try_from(records.len()).unwrap_or(u32::MAX), bytes);
+        Ok(records)
+    }
+
+    /// The offset of the next record `next` returns.
+    pub fn position(&self) -> u64 {
+        self.position
     }
 }
 

@@ -138,4 +138,31 @@ async fn acknowledged_records_survive_two_leader_kills_exactly_once() {
         );
     }
     assert_eq!(found.len() as u64, RECORDS, "nothing but the acknowledged records");
+
+    println!("--- push mode delivers the same records, in the same order, within its credit");
+    must_push_agree(&client, &found).await;
+}
+
+/// Reads every partition through push subscriptions with a small credit and checks each record
+/// is where the pull consumer found it.
+async fn must_push_agree(client: &std::sync::Arc<Client>, found: &HashMap<String, (u32, u64)>) {
+    let mut pushed = 0u64;
+    for partition in 0..PARTITIONS {
+        let mut consumer =
+            Consumer::new(client.clone(), "events", partition, StartAt::Earliest, ConsumerConfig::default());
+        let (_, end) = consumer.offsets().await.unwrap();
+        // A small credit makes the server stop and wait for the client many times.
+        let mut subscription = consumer.subscribe(100, 1 << 20).await.unwrap();
+        let mut expected_offset = 0u64;
+        while expected_offset < end {
+            for record in subscription.next().await.unwrap() {
+                assert_eq!(record.offset, expected_offset, "partition {partition}: pushed in order, no gaps");
+                expected_offset += 1;
+                let value = String::from_utf8(record.value.to_vec()).unwrap();
+                assert_eq!(found.get(&value), Some(&(partition, record.offset)), "push agrees with pull");
+                pushed += 1;
+            }
+        }
+    }
+    assert_eq!(pushed, RECORDS);
 }

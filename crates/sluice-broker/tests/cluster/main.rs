@@ -5,4 +5,5 @@ mod bad_input;
 mod data_path;
 mod harness;
 mod hibernation;
+mod push;
 mod registry;

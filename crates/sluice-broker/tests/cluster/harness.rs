@@ -39,6 +39,11 @@ impl Cluster {
     /// Starts `n` nodes, all controllers; idle partition replicas hibernate after
     /// `hibernate_after_ms` (0: never).
     pub fn start(n: usize, hibernate_after_ms: u64) -> Cluster {
+        Cluster::start_with(n, hibernate_after_ms, "")
+    }
+
+    /// Like [`Cluster::start`], with `extra` TOML (whole sections) appended to every config.
+    pub fn start_with(n: usize, hibernate_after_ms: u64, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let grpc: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let controllers: Vec<String> = grpc
@@ -53,7 +58,7 @@ impl Cluster {
                  controllers = [{controllers}]\n\
                  [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
                  hibernate_after_ms = {hibernate_after_ms}\n\
-                 [liveness]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 1500\n",
+                 [liveness]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 1500\n{extra}",
                 data = dir.path().join(format!("node{id}")).display(),
                 http = free_port(),
                 controllers = controllers.join(", "),
@@ -87,6 +92,10 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.children[usize::try_from(id).unwrap() - 1] = Some(child);
+    }
+
+    pub fn pid(&self, id: u64) -> u32 {
+        self.children[usize::try_from(id).unwrap() - 1].as_ref().expect("node is running").id()
     }
 
     /// SIGKILL: no chance to flush or say goodbye.

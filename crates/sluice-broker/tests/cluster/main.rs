@@ -1,6 +1,7 @@
 //! Three real `sluiced` processes on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod back_pressure;
 mod bad_input;
 mod data_path;
 mod harness;

@@ -173,11 +173,7 @@ impl PartitionGroup {
         dispatcher: &RaftDispatcher,
         settings: &RaftSettings,
     ) -> Result<Self, GroupError> {
-        let group_storage = match storage.group(group) {
-            Ok(g) => g,
-            Err(StorageError::UnknownGroup(_)) => storage.create_group(group).await?,
-            Err(e) => return Err(e.into()),
-        };
+        let group_storage = storage.open_or_create_group(group).await?;
         let log_store = RocksLogStore::<PartitionRaft>::new(group_storage.clone());
         let sm = PartitionStateMachine::open(group_storage, settings.checkpoint_interval_entries)?;
         let reader = sm.reader();

@@ -15,6 +15,7 @@ mod meta_sm;
 pub mod network;
 mod partition_sm;
 mod pb;
+mod snapshot_store;
 mod types;
 
 pub use group::{AppendFailure, GroupError, PartitionGroup, RaftSettings, group_config};

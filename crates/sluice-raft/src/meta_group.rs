@@ -7,7 +7,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::BasicNode;
 use openraft::{Config, SnapshotPolicy};
 use sluice_meta::{MetaCommand, MetaResponse};
-use sluice_storage::{Storage, StorageError};
+use sluice_storage::Storage;
 use sluice_types::GroupId;
 use tokio::sync::watch;
 
@@ -57,11 +57,7 @@ impl MetaGroup {
         dispatcher: &RaftDispatcher,
         settings: &RaftSettings,
     ) -> Result<Self, GroupError> {
-        let group_storage = match storage.group(GroupId::META) {
-            Ok(g) => g,
-            Err(StorageError::UnknownGroup(_)) => storage.create_group(GroupId::META).await?,
-            Err(e) => return Err(e.into()),
-        };
+        let group_storage = storage.open_or_create_group(GroupId::META).await?;
         let log_store = RocksLogStore::<MetaRaft>::new(group_storage.clone());
         let sm = MetaStateMachine::open(group_storage)?;
         let view = sm.subscribe();

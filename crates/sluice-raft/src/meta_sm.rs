@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -16,6 +16,7 @@ use sluice_storage::{AppliedKey, Durability, GroupStorage};
 use tokio::sync::watch;
 
 use crate::log_store::io_error;
+use crate::snapshot_store;
 use crate::types::MetaRaft;
 
 type C = MetaRaft;
@@ -75,28 +76,6 @@ impl MetaStateMachine {
     }
 }
 
-fn encode_snapshot(meta: &SnapshotMetaOf<C>, data: &Bytes) -> Bytes {
-    let meta = serde_json::to_vec(meta).expect("snapshot meta is always serializable");
-    let mut out = BytesMut::with_capacity(4 + meta.len() + data.len());
-    out.put_u32(u32::try_from(meta.len()).expect("snapshot meta is small"));
-    out.put_slice(&meta);
-    out.put_slice(data);
-    out.freeze()
-}
-
-fn decode_snapshot(mut bytes: Bytes) -> Result<(SnapshotMetaOf<C>, Bytes), io::Error> {
-    let invalid = |d: &str| io::Error::new(io::ErrorKind::InvalidData, format!("stored meta snapshot: {d}"));
-    if bytes.remaining() < 4 {
-        return Err(invalid("truncated"));
-    }
-    let len = bytes.get_u32() as usize;
-    if bytes.remaining() < len {
-        return Err(invalid("truncated meta"));
-    }
-    let meta = serde_json::from_slice(&bytes.split_to(len)).map_err(|e| invalid(&e.to_string()))?;
-    Ok((meta, bytes))
-}
-
 pub struct MetaSnapshotBuilder {
     storage: GroupStorage,
     view: MetaView,
@@ -120,7 +99,7 @@ impl RaftSnapshotBuilder<C> for MetaSnapshotBuilder {
         };
         let data = Bytes::from(self.view.state.to_bytes());
         let mut batch = self.storage.batch();
-        batch.put_applied(AppliedKey::Snapshot, encode_snapshot(&meta, &data));
+        batch.put_applied(AppliedKey::Snapshot, snapshot_store::encode::<C>(&meta, &data));
         self.storage.write(batch, Durability::Fsync).await.map_err(io_error)?;
         Ok(openraft::storage::Snapshot { meta, snapshot: data })
     }
@@ -173,7 +152,7 @@ impl RaftStateMachine<C> for MetaStateMachine {
             MetaView { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state };
         let mut batch = self.storage.batch();
         batch.put_applied(AppliedKey::State, self.view.to_bytes());
-        batch.put_applied(AppliedKey::Snapshot, encode_snapshot(meta, &snapshot));
+        batch.put_applied(AppliedKey::Snapshot, snapshot_store::encode::<C>(meta, &snapshot));
         self.storage.write(batch, Durability::Fsync).await.map_err(io_error)?;
         self.published.send_replace(Arc::new(self.view.clone()));
         Ok(())
@@ -182,7 +161,7 @@ impl RaftStateMachine<C> for MetaStateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Bytes>>, io::Error> {
         match self.storage.applied(AppliedKey::Snapshot).map_err(io_error)? {
             Some(bytes) => {
-                let (meta, snapshot) = decode_snapshot(bytes)?;
+                let (meta, snapshot) = snapshot_store::decode::<C>(bytes)?;
                 Ok(Some(openraft::storage::Snapshot { meta, snapshot }))
             }
             None => Ok(None),

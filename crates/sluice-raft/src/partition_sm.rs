@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -26,9 +26,9 @@ use sluice_storage::{AppliedKey, Durability, GroupStorage, OffsetIndexEntry, Sto
 use sluice_types::{BatchHeader, Offset};
 use tokio::sync::watch;
 
-use crate::codec;
 use crate::log_store::io_error;
 use crate::types::{PartitionRaft, PartitionResponse};
+use crate::{codec, snapshot_store};
 
 type C = PartitionRaft;
 
@@ -224,7 +224,7 @@ impl PartitionStateMachine {
             None => Checkpoint::default(),
         };
         let snapshot_index = match storage.applied(AppliedKey::Snapshot).map_err(io_error)? {
-            Some(bytes) => decode_stored_snapshot(bytes)?.0.last_log_id.map_or(0, |id| id.index),
+            Some(bytes) => snapshot_store::decode::<C>(bytes)?.0.last_log_id.map_or(0, |id| id.index),
             None => 0,
         };
         let (progress, _) = watch::channel(Progress {
@@ -309,29 +309,6 @@ impl PartitionStateMachine {
     }
 }
 
-fn encode_stored_snapshot(meta: &SnapshotMetaOf<C>, data: &Bytes) -> Bytes {
-    let meta = serde_json::to_vec(meta).expect("snapshot meta is always serializable");
-    let mut out = BytesMut::with_capacity(4 + meta.len() + data.len());
-    out.put_u32(u32::try_from(meta.len()).expect("snapshot meta is small"));
-    out.put_slice(&meta);
-    out.put_slice(data);
-    out.freeze()
-}
-
-fn decode_stored_snapshot(mut bytes: Bytes) -> Result<(SnapshotMetaOf<C>, Bytes), io::Error> {
-    let invalid =
-        |detail: &str| io::Error::new(io::ErrorKind::InvalidData, format!("stored snapshot: {detail}"));
-    if bytes.remaining() < 4 {
-        return Err(invalid("truncated"));
-    }
-    let len = bytes.get_u32() as usize;
-    if bytes.remaining() < len {
-        return Err(invalid("truncated meta"));
-    }
-    let meta = serde_json::from_slice(&bytes.split_to(len)).map_err(|e| invalid(&e.to_string()))?;
-    Ok((meta, bytes))
-}
-
 /// Encodes the snapshot data: the partition state as of the snapshot's index, with the log start
 /// moved to where the log then begins.
 fn snapshot_data(checkpoint: &Checkpoint) -> Bytes {
@@ -367,7 +344,7 @@ impl RaftSnapshotBuilder<C> for PartitionSnapshotBuilder {
         };
         let data = snapshot_data(&self.checkpoint);
         let mut batch = self.storage.batch();
-        batch.put_applied(AppliedKey::Snapshot, encode_stored_snapshot(&meta, &data));
+        batch.put_applied(AppliedKey::Snapshot, snapshot_store::encode::<C>(&meta, &data));
         for index in self.obsolete_checkpoints.drain(..) {
             batch.delete_applied(AppliedKey::Checkpoint(index));
         }
@@ -500,7 +477,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         self.checkpoints.clear();
         batch.put_applied(AppliedKey::Checkpoint(index), self.current.to_bytes());
         self.checkpoints.insert(index);
-        batch.put_applied(AppliedKey::Snapshot, encode_stored_snapshot(meta, &snapshot));
+        batch.put_applied(AppliedKey::Snapshot, snapshot_store::encode::<C>(meta, &snapshot));
         self.storage.write(batch, Durability::Fsync).await.map_err(io_error)?;
         self.snapshot_index = index;
         self.publish_progress();
@@ -511,7 +488,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Bytes>>, io::Error> {
         match self.storage.applied(AppliedKey::Snapshot).map_err(io_error)? {
             Some(bytes) => {
-                let (meta, snapshot) = decode_stored_snapshot(bytes)?;
+                let (meta, snapshot) = snapshot_store::decode::<C>(bytes)?;
                 Ok(Some(openraft::storage::Snapshot { meta, snapshot }))
             }
             None => Ok(None),

@@ -219,6 +219,14 @@ impl Storage {
         Ok(GroupStorage { storage: self.clone(), group })
     }
 
+    /// The storage of a group, registering it first if this node has never stored it.
+    pub async fn open_or_create_group(&self, group: GroupId) -> Result<GroupStorage, StorageError> {
+        match self.group(group) {
+            Err(StorageError::UnknownGroup(_)) => self.create_group(group).await,
+            found => found,
+        }
+    }
+
     /// The storage of a group that exists.
     pub fn group(&self, group: GroupId) -> Result<GroupStorage, StorageError> {
         if self.inner.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&group) {

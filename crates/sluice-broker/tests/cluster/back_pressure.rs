@@ -11,7 +11,7 @@ use sluice_client::proto::consumer_client::ConsumerClient;
 use sluice_client::proto::producer_client::ProducerClient;
 use sluice_types::{Record, RecordBatch};
 
-use crate::harness::{Cluster, must_eventually};
+use crate::harness::Cluster;
 
 const PRODUCERS: u64 = 16;
 const BATCHES_PER_PRODUCER: u64 = 24;
@@ -38,11 +38,7 @@ async fn a_flood_of_producers_gets_busy_and_memory_stays_bounded() {
          [storage]\nwrite_buffer_bytes = 8388608\nblock_cache_bytes = 8388608\n",
     );
     let admin = cluster.admin(&[1]);
-    must_eventually("the node to be ready", Duration::from_secs(30), || async {
-        let status = admin.cluster_status().await.ok()?;
-        (status.meta_leader.is_some() && !status.brokers.is_empty()).then_some(())
-    })
-    .await;
+    cluster.must_ready(1).await;
     admin.create_topic("flood", 1, 1, pb::TopicConfig::default()).await.unwrap();
     let endpoint = format!("http://{}", cluster.addr(1));
     let pid = cluster.pid(1);

@@ -40,11 +40,7 @@ fn oversize_record_batch(bytes: usize) -> Bytes {
 async fn bad_requests_get_typed_errors_and_change_nothing() {
     let cluster = Cluster::start(1, 0);
     let admin = cluster.admin(&[1]);
-    must_eventually("the node to be ready", Duration::from_secs(30), || async {
-        let status = admin.cluster_status().await.ok()?;
-        (status.meta_leader.is_some() && !status.brokers.is_empty()).then_some(())
-    })
-    .await;
+    cluster.must_ready(1).await;
     admin.create_topic("t", 1, 1, pb::TopicConfig::default()).await.unwrap();
     let endpoint = format!("http://{}", cluster.addr(1));
     let mut producer =

@@ -31,12 +31,7 @@ async fn must_leader_of(admin: &sluice_client::Admin, group: u64, not: Option<u6
 async fn acknowledged_records_survive_two_leader_kills_exactly_once() {
     let mut cluster = Cluster::start(3, 1500);
     let admin = cluster.admin(&[1, 2, 3]);
-    must_eventually("a registry leader and 3 live brokers", Duration::from_secs(30), || async {
-        let status = admin.cluster_status().await.ok()?;
-        let alive = status.brokers.iter().filter(|b| b.state == "alive").count();
-        (status.meta_leader.is_some() && alive == 3).then_some(())
-    })
-    .await;
+    cluster.must_ready(3).await;
     let topic = admin.create_topic("events", PARTITIONS, 3, pb::TopicConfig::default()).await.unwrap();
     let group0 = topic.partitions[0].group_id;
     must_leader_of(&admin, group0, None).await;

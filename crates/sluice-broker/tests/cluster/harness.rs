@@ -106,6 +106,21 @@ impl Cluster {
         }
     }
 
+    /// Waits until the registry has a leader and `brokers` brokers are alive.
+    pub async fn must_ready(&self, brokers: usize) {
+        let admin = self.admin(&(1..=self.grpc.len() as u64).collect::<Vec<_>>());
+        must_eventually(
+            &format!("a registry leader and {brokers} live brokers"),
+            Duration::from_secs(30),
+            || async {
+                let status = admin.cluster_status().await.ok()?;
+                let alive = status.brokers.iter().filter(|b| b.state == "alive").count();
+                (status.meta_leader.is_some() && alive >= brokers).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// An admin client that talks to the given nodes only.
     pub fn admin(&self, nodes: &[u64]) -> Admin {
         let addrs: Vec<String> =

@@ -11,12 +11,7 @@ use crate::harness::{Cluster, must_eventually};
 async fn hibernating_partitions_fail_over_when_their_leader_is_killed() {
     let mut cluster = Cluster::start(3, 1500);
     let admin = cluster.admin(&[1, 2, 3]);
-    must_eventually("a registry leader and 3 live brokers", Duration::from_secs(30), || async {
-        let status = admin.cluster_status().await.ok()?;
-        let alive = status.brokers.iter().filter(|b| b.state == "alive").count();
-        (status.meta_leader.is_some() && alive == 3).then_some(())
-    })
-    .await;
+    cluster.must_ready(3).await;
     let topic = admin.create_topic("quiet", 6, 3, pb::TopicConfig::default()).await.unwrap();
     let groups: Vec<u64> = topic.partitions.iter().map(|p| p.group_id).collect();
 

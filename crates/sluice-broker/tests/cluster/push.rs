@@ -14,11 +14,7 @@ use crate::harness::{Cluster, must_eventually};
 async fn push_respects_the_credit_and_resumes_when_granted() {
     let cluster = Cluster::start(1, 0);
     let admin = cluster.admin(&[1]);
-    must_eventually("the node to be ready", Duration::from_secs(30), || async {
-        let status = admin.cluster_status().await.ok()?;
-        (status.meta_leader.is_some() && !status.brokers.is_empty()).then_some(())
-    })
-    .await;
+    cluster.must_ready(1).await;
     admin.create_topic("p", 1, 1, pb::TopicConfig::default()).await.unwrap();
     let producer = ProducerClient::connect(format!("http://{}", cluster.addr(1))).await.unwrap();
     // Fifty batches of one record each, so that the credit counts batches exactly.

@@ -17,12 +17,7 @@ async fn registry_fails_over_and_the_killed_node_rejoins() {
     let admin = cluster.admin(&[1, 2, 3]);
 
     println!("--- wait for the registry and three live brokers");
-    must_eventually("a registry leader and 3 live brokers", Duration::from_secs(30), || async {
-        let status = admin.cluster_status().await.ok()?;
-        let alive = status.brokers.iter().filter(|b| b.state == "alive").count();
-        (status.meta_leader.is_some() && alive == 3).then_some(())
-    })
-    .await;
+    cluster.must_ready(3).await;
 
     println!("--- create 6 partitions with replication factor 3: each node leads 2");
     let topic = admin.create_topic("orders", 6, 3, pb::TopicConfig::default()).await.unwrap();

@@ -28,8 +28,12 @@ const CONCURRENCY_PER_CONNECTION: usize = 1024;
 pub async fn serve_grpc(node: Arc<Node>, listener: tokio::net::TcpListener) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = node.shutdown.clone();
+    // The standard gRPC health service: SERVING while the node runs, for load balancers and probes.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let result = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        .add_service(health_service)
         .add_service(
             RaftServiceServer::new(RaftRpc { node: node.clone() })
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)

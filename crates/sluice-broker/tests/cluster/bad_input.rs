@@ -133,4 +133,14 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     assert_eq!(r.batches.len(), 1);
     assert_eq!(r.batches[0].batch, good, "served as the producer's bytes");
     assert!(!cluster.log(1).contains("panicked"), "the node panicked");
+
+    println!("--- the standard gRPC health service says SERVING");
+    let channel = tonic::transport::Endpoint::from_shared(endpoint).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }

@@ -58,7 +58,7 @@ enum Command {
         partition: Option<u32>,
         #[arg(long)]
         file: Option<std::path::PathBuf>,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 0)]
         linger_ms: u64,
         #[arg(long, value_enum, default_value_t = CompressionArg::None)]
         compression: CompressionArg,
@@ -111,7 +111,7 @@ enum BenchCommand {
         /// Unacknowledged records per producer at most.
         #[arg(long, default_value_t = 256)]
         inflight: u32,
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 0)]
         linger_ms: u64,
     },
 }

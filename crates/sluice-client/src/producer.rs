@@ -26,7 +26,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
-    /// How long a partition's batch waits for more records before it is sent.
+    /// How long a partition's batch waits for more records before it is sent. 0 (the default)
+    /// still batches: whatever queued while the previous batch was in flight goes in one batch.
     pub linger_ms: u64,
     /// A batch is sent once its records reach this many bytes.
     pub batch_bytes_max: usize,
@@ -44,7 +45,7 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            linger_ms: 5,
+            linger_ms: 0,
             batch_bytes_max: 256 * 1024,
             compression: Compression::None,
             idempotent: true,

@@ -1,4 +1,4 @@
-//! Produce keyed records with the SDK while the partition leader is killed -9 twice; then read
+//! Produce 100,000 keyed records with the SDK while the partition leader is killed -9 twice; then read
 //! everything back: every acknowledged record exactly once, at its acknowledged offset, in
 //! produce order per key, with no gaps in offsets.
 
@@ -14,7 +14,7 @@ use sluice_client::{
 
 use crate::harness::{Cluster, must_eventually};
 
-const RECORDS: u64 = 20_000;
+const RECORDS: u64 = 100_000;
 const KEYS: usize = 64;
 const PARTITIONS: u32 = 3;
 

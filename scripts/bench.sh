@@ -36,6 +36,15 @@ for size in 100 1024; do
   echo "${lines[-1]}"
 done
 
+# Consumption of everything the runs above wrote, pulled and pushed.
+for partitions in 1 12; do
+  for mode in pull push; do
+    line="$(bin/sluice bench consume --topic "bench-p$partitions" --secs "$SECS" --mode "$mode" | grep '^RESULT')"
+    echo "$line load1=$(cut -d' ' -f1 /proc/loadavg)"
+    echo "$(date -u +%FT%TZ) $line" >>"$log"
+  done
+done
+
 echo
 printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s\n' size partitions producers inflight msgs/s MB/s p50_ms p99_ms
 for line in "${lines[@]}"; do

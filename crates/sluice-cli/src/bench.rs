@@ -140,3 +140,60 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
         bench.linger_ms,
     ))
 }
+
+/// Reads every partition of `topic` from its earliest offset to the end it has when the run
+/// starts, one consumer per partition, by pull or push; bounded by `secs`.
+pub async fn consume(
+    bootstrap: &[String],
+    topic: &str,
+    secs: u64,
+    push: bool,
+) -> Result<String, ClientError> {
+    use sluice_client::{Consumer, ConsumerConfig, StartAt};
+    let cluster = Cluster::new(bootstrap)?;
+    let partitions = u32::try_from(cluster.topic(topic, true).await?.leaders.len()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for partition in 0..partitions {
+        let cluster = cluster.clone();
+        let topic = topic.to_string();
+        tasks.push(tokio::spawn(async move {
+            let config = ConsumerConfig { max_bytes: 4 << 20, ..ConsumerConfig::default() };
+            let mut consumer = Consumer::new(cluster, &topic, partition, StartAt::Earliest, config);
+            let (_, end) = consumer.offsets().await?;
+            let (mut records, mut bytes) = (0u64, 0u64);
+            let mut count = |batch: &[sluice_client::ConsumedRecord]| {
+                records += batch.len() as u64;
+                bytes += batch.iter().map(|r| r.value.len() as u64).sum::<u64>();
+            };
+            if push {
+                let mut subscription = consumer.subscribe(100_000, 16 << 20).await?;
+                while subscription.position() < end && Instant::now() < deadline {
+                    count(&subscription.next().await?);
+                }
+            } else {
+                while consumer.position().is_none_or(|p| p < end) && Instant::now() < deadline {
+                    count(&consumer.poll().await?);
+                }
+            }
+            Ok::<_, ClientError>((records, bytes))
+        }));
+    }
+    let (mut records, mut bytes) = (0u64, 0u64);
+    for task in tasks {
+        let (r, b) = task.await.map_err(|e| ClientError::Unreachable(e.to_string()))??;
+        records += r;
+        bytes += b;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let (rate, mb) = (records as f64 / secs, bytes as f64 / secs / 1e6);
+    let mode = if push { "push" } else { "pull" };
+    Ok(format!(
+        "consumed {records} records ({bytes} value bytes) from {partitions} partitions in {secs:.2} s: {rate:.0} msgs/s, \
+         {mb:.2} MB/s\n\
+         RESULT system=sluice fsync=majority replicas=3 test=consume mode={mode} msgs={records} secs={secs:.2} \
+         msgs_per_s={rate:.0} MB_per_s={mb:.2} partitions={partitions}\n"
+    ))
+}

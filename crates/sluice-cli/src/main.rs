@@ -114,6 +114,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         linger_ms: u64,
     },
+    /// Reads a whole topic from the beginning: throughput of pull or push consumption.
+    Consume {
+        #[arg(long, default_value = "bench")]
+        topic: String,
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        #[arg(long, value_enum, default_value_t = ModeArg::Pull)]
+        mode: ModeArg,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -249,6 +258,9 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
                 linger_ms: *linger_ms,
             };
             bench::produce(&bootstrap, bench).await
+        }
+        Command::Bench { command: BenchCommand::Consume { topic, secs, mode } } => {
+            bench::consume(&bootstrap, topic, *secs, *mode == ModeArg::Push).await
         }
         Command::Topic { command } => match command {
             TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes } => {

@@ -416,45 +416,24 @@ async fn consume(
     }
     let mut printed = 0u64;
     let mut stdout = std::io::stdout().lock();
-    if push {
-        // Credit of 10,000 records or 8 MiB per partition, granted again as records are printed.
-        let mut subscriptions = Vec::new();
-        for (consumer, end) in &mut consumers {
-            subscriptions.push((consumer.subscribe(10_000, 8 << 20).await?, *end));
-        }
-        loop {
-            let mut all_done = true;
-            for (subscription, end) in &mut subscriptions {
-                if !follow && subscription.position() >= *end {
-                    continue;
-                }
-                all_done = false;
-                for record in subscription.next().await? {
-                    if !follow && record.offset >= *end {
-                        continue;
-                    }
-                    if writeln!(stdout, "{}", record_line(&record, json)).is_err() {
-                        return Ok(String::new());
-                    }
-                    printed += 1;
-                    if max_records.is_some_and(|m| printed >= m) {
-                        return Ok(String::new());
-                    }
-                }
-            }
-            if all_done {
-                return Ok(String::new());
-            }
-        }
+    let mut sources = Vec::new();
+    for (mut consumer, end) in consumers {
+        let source = if push {
+            // Credit of 10,000 records or 8 MiB per partition, granted again as records are printed.
+            Source::Push(consumer.subscribe(10_000, 8 << 20).await?)
+        } else {
+            Source::Pull(consumer)
+        };
+        sources.push((source, end));
     }
     loop {
         let mut all_done = true;
-        for (consumer, end) in &mut consumers {
-            if !follow && consumer.position().is_some_and(|p| p >= *end) {
+        for (source, end) in &mut sources {
+            if !follow && source.position().is_some_and(|p| p >= *end) {
                 continue;
             }
             all_done = false;
-            for record in consumer.poll().await? {
+            for record in source.next().await? {
                 if !follow && record.offset >= *end {
                     continue;
                 }
@@ -469,6 +448,28 @@ async fn consume(
         }
         if all_done {
             return Ok(String::new());
+        }
+    }
+}
+
+/// Where `consume` reads a partition from: long polls or a push subscription.
+enum Source {
+    Pull(Consumer),
+    Push(sluice_client::Subscription),
+}
+
+impl Source {
+    fn position(&self) -> Option<u64> {
+        match self {
+            Source::Pull(consumer) => consumer.position(),
+            Source::Push(subscription) => Some(subscription.position()),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Vec<sluice_client::ConsumedRecord>, ClientError> {
+        match self {
+            Source::Pull(consumer) => consumer.poll().await,
+            Source::Push(subscription) => subscription.next().await,
         }
     }
 }

@@ -159,12 +159,6 @@ impl RaftStateMachine<C> for MetaStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Bytes>>, io::Error> {
-        match self.storage.applied(AppliedKey::Snapshot).map_err(io_error)? {
-            Some(bytes) => {
-                let (meta, snapshot) = snapshot_store::decode::<C>(bytes)?;
-                Ok(Some(openraft::storage::Snapshot { meta, snapshot }))
-            }
-            None => Ok(None),
-        }
+        snapshot_store::load::<C>(&self.storage)
     }
 }

@@ -29,3 +29,16 @@ pub(crate) fn decode<C: RaftTypeConfig>(mut bytes: Bytes) -> Result<(SnapshotMet
     let meta = serde_json::from_slice(&bytes.split_to(len)).map_err(|e| invalid(&e.to_string()))?;
     Ok((meta, bytes))
 }
+
+/// The group's current snapshot, if one was built or installed.
+pub(crate) fn load<C: RaftTypeConfig>(
+    storage: &sluice_storage::GroupStorage,
+) -> Result<Option<openraft::type_config::alias::SnapshotOf<C, Bytes>>, io::Error> {
+    match storage.applied(sluice_storage::AppliedKey::Snapshot).map_err(crate::log_store::io_error)? {
+        Some(bytes) => {
+            let (meta, snapshot) = decode::<C>(bytes)?;
+            Ok(Some(openraft::storage::Snapshot { meta, snapshot }))
+        }
+        None => Ok(None),
+    }
+}

@@ -19,6 +19,7 @@ pub struct ProduceBench {
     pub producers: u32,
     pub inflight: u32,
     pub linger_ms: u64,
+    pub busy_linger_ms: u64,
 }
 
 /// Creates the topic if it is missing and waits until every partition has a leader.
@@ -54,7 +55,11 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
     for _ in 0..bench.producers.max(1) {
         let producer = Arc::new(Producer::new(
             cluster.clone(),
-            ProducerConfig { linger_ms: bench.linger_ms, ..ProducerConfig::default() },
+            ProducerConfig {
+                linger_ms: bench.linger_ms,
+                busy_linger_ms: bench.busy_linger_ms,
+                ..ProducerConfig::default()
+            },
         ));
         let topic = bench.topic.clone();
         let value = value.clone();
@@ -124,7 +129,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
          latency enqueue→ack: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms\n\
          RESULT system=sluice fsync=majority replicas=3 test=publish_acked size={} msgs={acked} secs={secs:.2} \
          msgs_per_s={rate:.0} MB_per_s={mb:.2} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} producers={} inflight={} \
-         partitions={} linger_ms={}\n",
+         partitions={} linger_ms={} busy_linger_ms={}\n",
         bench.size,
         ms(0.5),
         ms(0.99),
@@ -138,6 +143,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
         bench.inflight,
         bench.partitions,
         bench.linger_ms,
+        bench.busy_linger_ms,
     ))
 }
 

@@ -113,6 +113,9 @@ enum BenchCommand {
         inflight: u32,
         #[arg(long, default_value_t = 0)]
         linger_ms: u64,
+        /// The linger while two or more partitions have batches in flight.
+        #[arg(long, default_value_t = 2)]
+        busy_linger_ms: u64,
     },
     /// Reads a whole topic from the beginning: throughput of pull or push consumption.
     Consume {
@@ -243,25 +246,7 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
             };
             consume(&bootstrap, topic, *partition, &options).await
         }
-        Command::Bench {
-            command:
-                BenchCommand::Produce { topic, partitions, size, records, secs, producers, inflight, linger_ms },
-        } => {
-            let bench = bench::ProduceBench {
-                topic: topic.clone(),
-                partitions: *partitions,
-                size: *size,
-                records: *records,
-                secs: *secs,
-                producers: *producers,
-                inflight: *inflight,
-                linger_ms: *linger_ms,
-            };
-            bench::produce(&bootstrap, bench).await
-        }
-        Command::Bench { command: BenchCommand::Consume { topic, secs, mode } } => {
-            bench::consume(&bootstrap, topic, *secs, *mode == ModeArg::Push).await
-        }
+        Command::Bench { command } => run_bench(&bootstrap, command).await,
         Command::Topic { command } => match command {
             TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes } => {
                 let config =
@@ -361,6 +346,38 @@ async fn produce(
     }
     producer.close().await;
     Ok(format!("produced {sent} records to {topic}\n"))
+}
+
+async fn run_bench(bootstrap: &[String], command: &BenchCommand) -> Result<String, ClientError> {
+    match command {
+        BenchCommand::Produce {
+            topic,
+            partitions,
+            size,
+            records,
+            secs,
+            producers,
+            inflight,
+            linger_ms,
+            busy_linger_ms,
+        } => {
+            let bench = bench::ProduceBench {
+                topic: topic.clone(),
+                partitions: *partitions,
+                size: *size,
+                records: *records,
+                secs: *secs,
+                producers: *producers,
+                inflight: *inflight,
+                linger_ms: *linger_ms,
+                busy_linger_ms: *busy_linger_ms,
+            };
+            bench::produce(bootstrap, bench).await
+        }
+        BenchCommand::Consume { topic, secs, mode } => {
+            bench::consume(bootstrap, topic, *secs, *mode == ModeArg::Push).await
+        }
+    }
 }
 
 #[allow(clippy::struct_excessive_bools)] // Each is one independent command-line switch.

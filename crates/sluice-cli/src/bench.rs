@@ -51,8 +51,15 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
     let per_producer = bench.records / u64::from(bench.producers.max(1));
     let deadline = Instant::now() + Duration::from_secs(bench.secs);
     let started = Instant::now();
+    // Drawn on stderr only when it is a terminal; the RESULT line stays clean on stdout.
+    let progress = indicatif::ProgressBar::new(per_producer * u64::from(bench.producers.max(1)));
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} acknowledged, {per_sec}, {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let mut tasks = Vec::new();
     for _ in 0..bench.producers.max(1) {
+        let progress = progress.clone();
         let producer = Arc::new(Producer::new(
             cluster.clone(),
             ProducerConfig {
@@ -76,6 +83,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
                     match delivery.await {
                         Ok(_) => {
                             acked += 1;
+                            progress.inc(1);
                             let micros =
                                 u64::try_from(Instant::elapsed(&sent_at).as_micros()).unwrap_or(u64::MAX);
                             let _ = histogram.record(micros.max(1));
@@ -119,6 +127,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
         acked += n;
         histogram.add(h).map_err(|e| ClientError::Unreachable(e.to_string()))?;
     }
+    progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
     let (rate, mb) = (acked as f64 / secs, acked as f64 * bench.size as f64 / secs / 1e6);

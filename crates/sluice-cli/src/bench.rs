@@ -212,3 +212,127 @@ pub async fn consume(
          msgs_per_s={rate:.0} MB_per_s={mb:.2} partitions={partitions}\n"
     ))
 }
+
+fn micros_since_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// End to end at a fixed offered rate: a producer sends record i at its intended time
+/// `start + i / rate` (open loop), each value carrying that intended time; push consumers on every
+/// partition receive them. Latencies are measured from the intended time, not from when the send
+/// actually happened, so a stall is charged to every record it delayed (coordinated omission).
+pub async fn e2e(bootstrap: &[String], bench: &ProduceBench, rate: u64) -> Result<String, ClientError> {
+    use sluice_client::{Consumer, ConsumerConfig, StartAt};
+    ensure_topic(bootstrap, bench).await?;
+    let cluster = Cluster::new(bootstrap)?;
+    let partitions = u32::try_from(cluster.topic(&bench.topic, true).await?.leaders.len()).unwrap_or(0);
+    let rate = rate.max(1);
+    let total = bench.records.min(rate.saturating_mul(bench.secs.max(1)));
+
+    // Consumers first, from the current end, so they see only this run's records.
+    let received = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
+    ));
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut consumers = Vec::new();
+    for partition in 0..partitions {
+        let mut consumer = Consumer::new(
+            cluster.clone(),
+            &bench.topic,
+            partition,
+            StartAt::Latest,
+            ConsumerConfig::default(),
+        );
+        let mut subscription = consumer.subscribe(100_000, 16 << 20).await?;
+        let (received, count, stop) = (received.clone(), count.clone(), stop.clone());
+        consumers.push(tokio::spawn(async move {
+            // Bounded: stops when told, or on an error.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(records) = subscription.next().await else { break };
+                let now = micros_since_epoch();
+                let mut histogram = received.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for record in records {
+                    let Some(intended) =
+                        record.value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+                    else {
+                        continue;
+                    };
+                    let _ = histogram.record(now.saturating_sub(intended).max(1));
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default());
+    let mut acks = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+    let start_micros = micros_since_epoch();
+    let start = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..total {
+        let intended_offset = Duration::from_micros(i.saturating_mul(1_000_000) / rate);
+        tokio::time::sleep_until((start + intended_offset).into()).await;
+        let intended = start_micros + u64::try_from(intended_offset.as_micros()).unwrap_or(u64::MAX);
+        let mut value = vec![b'x'; bench.size.max(8)];
+        value[..8].copy_from_slice(&intended.to_be_bytes());
+        pending.push_back((intended, producer.send(&bench.topic, None, Bytes::from(value)).await?));
+        // Acknowledgements are collected as they complete (noticed between sends, so never
+        // earlier than they happened); at most 100,000 wait.
+        while let Some((intended, mut delivery)) = pending.pop_front() {
+            let outcome = match futures::FutureExt::now_or_never(&mut delivery) {
+                Some(outcome) => outcome,
+                None if pending.len() >= 100_000 => delivery.await,
+                None => {
+                    pending.push_front((intended, delivery));
+                    break;
+                }
+            };
+            outcome?;
+            let _ = acks.record(micros_since_epoch().saturating_sub(intended).max(1));
+        }
+    }
+    for (intended, delivery) in pending {
+        delivery.await?;
+        let _ = acks.record(micros_since_epoch().saturating_sub(intended).max(1));
+    }
+    let produced_secs = start.elapsed().as_secs_f64();
+    // Wait (bounded) for the consumers to see every record.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count.load(std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.close().await;
+    for consumer in consumers {
+        consumer.abort();
+    }
+    let seen = count.load(std::sync::atomic::Ordering::Relaxed);
+    let e2e = received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    #[allow(clippy::cast_precision_loss)]
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    #[allow(clippy::cast_precision_loss)]
+    let achieved = total as f64 / produced_secs;
+    Ok(format!(
+        "offered {rate}/s for {total} records of {} B: sent in {produced_secs:.2} s ({achieved:.0}/s), {seen} consumed\n\
+         publish→ack (from intended send time): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms\n\
+         publish→consume (from intended send time): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms\n\
+         RESULT system=sluice fsync=majority replicas=3 test=e2e size={} rate={rate} msgs={seen} secs={produced_secs:.2} \
+         p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} ack_p50_ms={:.2} ack_p99_ms={:.2} partitions={partitions}\n",
+        bench.size,
+        ms(&acks, 0.5),
+        ms(&acks, 0.99),
+        ms(&acks, 0.999),
+        ms(&e2e, 0.5),
+        ms(&e2e, 0.99),
+        ms(&e2e, 0.999),
+        bench.size,
+        ms(&e2e, 0.5),
+        ms(&e2e, 0.99),
+        ms(&e2e, 0.999),
+        ms(&acks, 0.5),
+        ms(&acks, 0.99),
+    ))
+}

@@ -117,6 +117,23 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         busy_linger_ms: u64,
     },
+    /// End to end at a fixed offered rate: publish→ack and publish→consume latency measured
+    /// from each record's intended send time (coordinated-omission safe).
+    E2e {
+        #[arg(long, default_value = "bench-e2e")]
+        topic: String,
+        #[arg(long, default_value_t = 12)]
+        partitions: u32,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Records per second offered.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
     /// Reads a whole topic from the beginning: throughput of pull or push consumption.
     Consume {
         #[arg(long, default_value = "bench")]
@@ -373,6 +390,20 @@ async fn run_bench(bootstrap: &[String], command: &BenchCommand) -> Result<Strin
                 busy_linger_ms: *busy_linger_ms,
             };
             bench::produce(bootstrap, bench).await
+        }
+        BenchCommand::E2e { topic, partitions, size, rate, records, secs } => {
+            let bench = bench::ProduceBench {
+                topic: topic.clone(),
+                partitions: *partitions,
+                size: *size,
+                records: *records,
+                secs: *secs,
+                producers: 1,
+                inflight: 0,
+                linger_ms: 0,
+                busy_linger_ms: 0,
+            };
+            bench::e2e(bootstrap, &bench, *rate).await
         }
         BenchCommand::Consume { topic, secs, mode } => {
             bench::consume(bootstrap, topic, *secs, *mode == ModeArg::Push).await

@@ -73,7 +73,18 @@ pub struct LimitsConfig {
     pub busy_retry_after_ms: u32,
     /// Produce is refused while the data directory's file system has less free space.
     pub disk_free_bytes_min: u64,
+    /// What the node may use in all. `validate` refuses a config whose bounded consumers
+    /// (in-flight bytes, RocksDB memtables and cache, a fixed allowance for the runtime and
+    /// connections) do not fit in it.
+    pub memory_budget_bytes: u64,
 }
+
+/// The allowance for everything not sized by the config: the runtime, connections, Raft state.
+pub const MEMORY_OVERHEAD_BYTES: u64 = 128 << 20;
+/// RocksDB keeps up to this many memtables per column family before stalling writes.
+const MEMTABLES_PER_COLUMN_FAMILY: u64 = 2;
+/// The column families of the node's RocksDB.
+const COLUMN_FAMILIES: u64 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -107,6 +118,7 @@ impl Default for LimitsConfig {
             node_inflight_bytes: 256 << 20,
             busy_retry_after_ms: 20,
             disk_free_bytes_min: 256 << 20,
+            memory_budget_bytes: 1 << 30,
         }
     }
 }
@@ -131,7 +143,7 @@ impl Default for LivenessConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { write_buffer_bytes: 64 << 20, block_cache_bytes: 128 << 20 }
+        StorageConfig { write_buffer_bytes: 32 << 20, block_cache_bytes: 128 << 20 }
     }
 }
 
@@ -228,10 +240,26 @@ impl NodeConfig {
         if limits.busy_retry_after_ms == 0 {
             return fail("limits.busy_retry_after_ms must be positive".into());
         }
+        let needed = self.memory_needed_bytes();
+        if needed > limits.memory_budget_bytes {
+            return fail(format!(
+                "limits.memory_budget_bytes ({}) is below what the other settings use ({needed}: in-flight bytes, \
+                 memtables, block cache and {MEMORY_OVERHEAD_BYTES} for the runtime)",
+                limits.memory_budget_bytes
+            ));
+        }
         if self.storage.write_buffer_bytes < (1 << 20) || self.storage.block_cache_bytes < (1 << 20) {
             return fail("storage sizes must be at least 1 MiB".into());
         }
         Ok(())
+    }
+
+    /// The memory the bounded parts of the node may use at most.
+    pub fn memory_needed_bytes(&self) -> u64 {
+        self.limits.node_inflight_bytes
+            + COLUMN_FAMILIES * MEMTABLES_PER_COLUMN_FAMILY * self.storage.write_buffer_bytes as u64
+            + self.storage.block_cache_bytes as u64
+            + MEMORY_OVERHEAD_BYTES
     }
 
     /// Every key with its default, commented: `sluiced --print-config`.
@@ -279,6 +307,7 @@ mod tests {
             ("[raft]\nelection_timeout_min_ms = 2000", "election_timeout_min_ms"),
             ("[liveness]\nsession_timeout_ms = 600", "session_timeout_ms"),
             ("http_addr = \"127.0.0.1:7000\"", "must differ"),
+            ("[limits]\nmemory_budget_bytes = 268435456", "memory_budget_bytes"),
             ("node_id = 1\ncontrollers = [{ id = 1, addr = \"127.0.0.1:9\" }]", "advertises"),
         ];
         for (text, expected) in cases {

@@ -31,7 +31,7 @@ pub struct StorageOptions {
 
 impl Default for StorageOptions {
     fn default() -> Self {
-        StorageOptions { write_buffer_bytes: 64 << 20, block_cache_bytes: 128 << 20 }
+        StorageOptions { write_buffer_bytes: 32 << 20, block_cache_bytes: 128 << 20 }
     }
 }
 
@@ -145,6 +145,8 @@ impl Storage {
         let descriptors = COLUMN_FAMILIES.iter().map(|&name| {
             let mut cf = Options::default();
             cf.set_write_buffer_size(options.write_buffer_bytes);
+            // Bounds the memtables a column family holds (the node's memory budget counts on it).
+            cf.set_max_write_buffer_number(2);
             let mut table = rocksdb::BlockBasedOptions::default();
             table.set_block_cache(&cache);
             cf.set_block_based_table_factory(&table);

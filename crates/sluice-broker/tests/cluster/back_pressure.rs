@@ -16,9 +16,9 @@ use crate::harness::Cluster;
 const PRODUCERS: u64 = 16;
 const BATCHES_PER_PRODUCER: u64 = 24;
 const BATCH_VALUE_BYTES: usize = 512 * 1024;
-/// What the node may use in all: RocksDB's small memtables and cache configured below, admission
-/// bounds, in-flight gRPC messages and the runtime.
-const RSS_BUDGET_BYTES: u64 = 320 << 20;
+/// The node's configured memory budget (`limits.memory_budget_bytes` below): its config is
+/// refused unless in-flight bytes, memtables, cache and the runtime allowance fit in it.
+const RSS_BUDGET_BYTES: u64 = 256 << 20;
 
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -35,6 +35,7 @@ async fn a_flood_of_producers_gets_busy_and_memory_stays_bounded() {
         1,
         0,
         "[limits]\npartition_inflight_bytes = 4194304\nnode_inflight_bytes = 8388608\nbusy_retry_after_ms = 5\n\
+         memory_budget_bytes = 268435456\n\
          [storage]\nwrite_buffer_bytes = 8388608\nblock_cache_bytes = 8388608\n",
     );
     let admin = cluster.admin(&[1]);

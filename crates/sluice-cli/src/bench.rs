@@ -23,9 +23,9 @@ pub struct ProduceBench {
 }
 
 /// Creates the topic if it is missing and waits until every partition has a leader.
-async fn ensure_topic(bootstrap: &[String], bench: &ProduceBench) -> Result<(), ClientError> {
+async fn ensure_topic(bootstrap: &[String], topic: &str, partitions: u32) -> Result<(), ClientError> {
     let admin = Admin::new(bootstrap)?;
-    match admin.create_topic(&bench.topic, bench.partitions, 3, pb::TopicConfig::default()).await {
+    match admin.create_topic(topic, partitions, 3, pb::TopicConfig::default()).await {
         Ok(_) => {}
         Err(ClientError::Refused { code, .. }) if code == "TOPIC_EXISTS" => {}
         Err(e) => return Err(e),
@@ -33,7 +33,7 @@ async fn ensure_topic(bootstrap: &[String], bench: &ProduceBench) -> Result<(), 
     let cluster = Cluster::new(bootstrap)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let meta = cluster.topic(&bench.topic, true).await?;
+        let meta = cluster.topic(topic, true).await?;
         if meta.leaders.iter().all(Option::is_some) {
             return Ok(());
         }
@@ -45,7 +45,7 @@ async fn ensure_topic(bootstrap: &[String], bench: &ProduceBench) -> Result<(), 
 }
 
 pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String, ClientError> {
-    ensure_topic(bootstrap, &bench).await?;
+    ensure_topic(bootstrap, &bench.topic, bench.partitions).await?;
     let cluster = Cluster::new(bootstrap)?;
     let value = Bytes::from(vec![b'x'; bench.size]);
     let per_producer = bench.records / u64::from(bench.producers.max(1));
@@ -219,16 +219,28 @@ fn micros_since_epoch() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// What `bench e2e` runs.
+#[derive(Debug, Clone)]
+pub struct E2eBench {
+    pub topic: String,
+    pub partitions: u32,
+    pub size: usize,
+    /// Records per second offered.
+    pub rate: u64,
+    pub records: u64,
+    pub secs: u64,
+}
+
 /// End to end at a fixed offered rate: a producer sends record i at its intended time
 /// `start + i / rate` (open loop), each value carrying that intended time; push consumers on every
 /// partition receive them. Latencies are measured from the intended time, not from when the send
 /// actually happened, so a stall is charged to every record it delayed (coordinated omission).
-pub async fn e2e(bootstrap: &[String], bench: &ProduceBench, rate: u64) -> Result<String, ClientError> {
+pub async fn e2e(bootstrap: &[String], bench: &E2eBench) -> Result<String, ClientError> {
     use sluice_client::{Consumer, ConsumerConfig, StartAt};
-    ensure_topic(bootstrap, bench).await?;
+    ensure_topic(bootstrap, &bench.topic, bench.partitions).await?;
     let cluster = Cluster::new(bootstrap)?;
     let partitions = u32::try_from(cluster.topic(&bench.topic, true).await?.leaders.len()).unwrap_or(0);
-    let rate = rate.max(1);
+    let rate = bench.rate.max(1);
     let total = bench.records.min(rate.saturating_mul(bench.secs.max(1)));
 
     // Consumers first, from the current end, so they see only this run's records.

@@ -392,18 +392,15 @@ async fn run_bench(bootstrap: &[String], command: &BenchCommand) -> Result<Strin
             bench::produce(bootstrap, bench).await
         }
         BenchCommand::E2e { topic, partitions, size, rate, records, secs } => {
-            let bench = bench::ProduceBench {
+            let bench = bench::E2eBench {
                 topic: topic.clone(),
                 partitions: *partitions,
                 size: *size,
+                rate: *rate,
                 records: *records,
                 secs: *secs,
-                producers: 1,
-                inflight: 0,
-                linger_ms: 0,
-                busy_linger_ms: 0,
             };
-            bench::e2e(bootstrap, &bench, *rate).await
+            bench::e2e(bootstrap, &bench).await
         }
         BenchCommand::Consume { topic, secs, mode } => {
             bench::consume(bootstrap, topic, *secs, *mode == ModeArg::Push).await

@@ -224,10 +224,9 @@ fn decode_batches(
     let mut out = Vec::new();
     for stored in batches {
         // Checked end to end: the bytes the producer's checksum covers.
-        let batch = ValidatedBatch::validate(stored.batch)
+        let (batch, records) = ValidatedBatch::validate_with_records(stored.batch)
             .map_err(|e| ClientError::InvalidRecord(format!("batch at {}: {e}", stored.base_offset)))?;
         let base_timestamp = batch.header().base_timestamp_ms;
-        let records = batch.records().map_err(|e| ClientError::InvalidRecord(e.to_string()))?;
         for (i, record) in records.into_iter().enumerate() {
             let offset = stored.base_offset + i as u64;
             if offset < position {

@@ -261,6 +261,13 @@ impl ValidatedBatch {
         Ok(ValidatedBatch { header, max_timestamp_ms, bytes })
     }
 
+    /// Validates like [`ValidatedBatch::validate`] and also returns the records, which checking
+    /// the count decoded anyway: a consumer checks and decodes each batch in one pass.
+    pub fn validate_with_records(bytes: Bytes) -> Result<(ValidatedBatch, Vec<Record>), BatchError> {
+        let (header, max_timestamp_ms, records) = check(&bytes)?;
+        Ok((ValidatedBatch { header, max_timestamp_ms, bytes }, records))
+    }
+
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }
@@ -440,8 +447,11 @@ mod tests {
             prop_assert_eq!(header.base_sequence, batch.base_sequence);
             prop_assert_eq!(header.record_count as usize, batch.records.len());
             prop_assert_eq!(header.compression, batch.compression);
-            prop_assert_eq!(valid.records().unwrap(), batch.records);
+            prop_assert_eq!(valid.records().unwrap(), batch.records.clone());
             prop_assert_eq!(&BatchHeader::read(&bytes).unwrap(), header);
+            let (again, records) = ValidatedBatch::validate_with_records(bytes.clone()).unwrap();
+            prop_assert_eq!(&again, &valid);
+            prop_assert_eq!(records, batch.records.clone());
         }
 
         #[test]

@@ -11,7 +11,7 @@ use sluice_client::proto::consumer_client::ConsumerClient;
 use sluice_client::proto::producer_client::ProducerClient;
 use sluice_types::{Record, RecordBatch};
 
-use crate::harness::Cluster;
+use crate::harness::{Cluster, must_leader_of};
 
 const PRODUCERS: u64 = 16;
 const BATCHES_PER_PRODUCER: u64 = 24;
@@ -40,7 +40,8 @@ async fn a_flood_of_producers_gets_busy_and_memory_stays_bounded() {
     );
     let admin = cluster.admin(&[1]);
     cluster.must_ready(1).await;
-    admin.create_topic("flood", 1, 1, pb::TopicConfig::default()).await.unwrap();
+    let topic = admin.create_topic("flood", 1, 1, pb::TopicConfig::default()).await.unwrap();
+    must_leader_of(&admin, topic.partitions[0].group_id, None).await;
     let endpoint = format!("http://{}", cluster.addr(1));
     let pid = cluster.pid(1);
 

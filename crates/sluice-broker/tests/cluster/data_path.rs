@@ -12,20 +12,11 @@ use sluice_client::{
     Cluster as Client, Consumer, ConsumerConfig, Producer, ProducerConfig, StartAt, proto as pb,
 };
 
-use crate::harness::{Cluster, must_eventually};
+use crate::harness::{Cluster, must_eventually, must_leader_of};
 
 const RECORDS: u64 = 100_000;
 const KEYS: usize = 64;
 const PARTITIONS: u32 = 3;
-
-async fn must_leader_of(admin: &sluice_client::Admin, group: u64, not: Option<u64>) -> u64 {
-    must_eventually("a partition leader", Duration::from_secs(20), || async {
-        let status = admin.cluster_status().await.ok()?;
-        let leader = status.groups.iter().find(|g| g.group_id == group)?.leader?;
-        (Some(leader) != not).then_some(leader)
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_two_leader_kills_exactly_once() {

@@ -28,6 +28,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Waits until `group` has a leader other than `not` and returns it.
+pub async fn must_leader_of(admin: &Admin, group: u64, not: Option<u64>) -> u64 {
+    must_eventually("a partition leader", Duration::from_secs(20), || async {
+        let status = admin.cluster_status().await.ok()?;
+        let leader = status.groups.iter().find(|g| g.group_id == group)?.leader?;
+        (Some(leader) != not).then_some(leader)
+    })
+    .await
+}
+
 pub struct Cluster {
     dir: tempfile::TempDir,
     pub grpc: Vec<String>,

@@ -8,7 +8,7 @@
 # - iptables, iproute2: the fault tests partition nodes inside network namespaces.
 set -euo pipefail
 
-packages=(libclang-dev librocksdb-dev pkg-config)
+packages=(libclang-dev librocksdb-dev pkg-config iptables iproute2)
 need=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")

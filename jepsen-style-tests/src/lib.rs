@@ -4,4 +4,10 @@
 //! looks for the anomalies Jepsen's Kafka workload defines.
 
 pub mod checker;
+pub mod cluster;
 pub mod history;
+pub mod net;
+pub mod replicas;
+pub mod rng;
+pub mod scenario;
+pub mod workload;

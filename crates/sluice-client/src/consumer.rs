@@ -216,7 +216,7 @@ impl Consumer {
 
 /// Decodes fetched or pushed batches into records at or after `position`; returns them and the
 /// position after the last.
-fn decode_batches(
+pub fn decode_batches(
     partition: u32,
     batches: Vec<pb::StoredBatch>,
     mut position: u64,

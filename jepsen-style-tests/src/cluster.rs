@@ -1,0 +1,206 @@
+//! Three real `sluiced` processes: start, kill -9, stop, pause, resume; who leads what.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rustix::process::{Pid, Signal, kill_process};
+use sluice_client::Admin;
+use sluice_client::proto as pb;
+
+use crate::net::Topology;
+
+/// Raft timings for a 2-core machine under load (CHAOS.md §4.1: the openraft defaults flap).
+const NODE_CONFIG: &str = "\
+[raft]
+heartbeat_interval_ms = 100
+election_timeout_min_ms = 500
+election_timeout_max_ms = 1000
+
+[liveness]
+heartbeat_interval_ms = 300
+session_timeout_ms = 2000
+
+[storage]
+write_buffer_bytes = 8388608
+block_cache_bytes = 16777216
+
+[limits]
+disk_free_bytes_min = 67108864
+memory_budget_bytes = 536870912
+";
+
+#[derive(Debug)]
+struct Node {
+    child: Option<Child>,
+    paused: bool,
+}
+
+#[derive(Debug)]
+pub struct ChaosCluster {
+    pub topology: Topology,
+    dir: PathBuf,
+    sluiced: PathBuf,
+    nodes: Vec<Node>,
+}
+
+impl ChaosCluster {
+    /// Writes the configs of nodes `1..=n` (all controllers) under `dir` and starts them.
+    pub fn start(topology: Topology, n: u64, dir: &Path, sluiced: &Path) -> anyhow::Result<ChaosCluster> {
+        let controllers: Vec<String> =
+            (1..=n).map(|id| format!("{{ id = {id}, addr = \"{}\" }}", topology.grpc_addr(id))).collect();
+        for id in 1..=n {
+            let config = format!(
+                "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{grpc}\"\nhttp_addr = \"{http}\"\n\
+                 controllers = [{controllers}]\n\n{NODE_CONFIG}",
+                data = dir.join(format!("node{id}")).display(),
+                grpc = topology.grpc_addr(id),
+                http = topology.http_addr(id),
+                controllers = controllers.join(", "),
+            );
+            std::fs::write(dir.join(format!("node{id}.toml")), config)?;
+        }
+        let mut cluster = ChaosCluster {
+            topology,
+            dir: dir.to_path_buf(),
+            sluiced: sluiced.to_path_buf(),
+            nodes: (0..n).map(|_| Node { child: None, paused: false }).collect(),
+        };
+        for id in 1..=n {
+            cluster.start_node(id)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        (1..=self.nodes.len() as u64).collect()
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.ids().into_iter().map(|id| self.topology.grpc_addr(id)).collect()
+    }
+
+    pub fn admin(&self) -> anyhow::Result<Admin> {
+        Ok(Admin::new(&self.addrs())?)
+    }
+
+    fn node(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[usize::try_from(id).unwrap_or(usize::MAX) - 1]
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}.log"))
+    }
+
+    /// Starts node `id` if it is not running; its log is appended to across restarts.
+    pub fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.node(id).child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id))?;
+        let child = self
+            .topology
+            .command(id, &self.sluiced)
+            .arg("--config")
+            .arg(self.dir.join(format!("node{id}.toml")))
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.sluiced.display()))?;
+        *self.node(id) = Node { child: Some(child), paused: false };
+        Ok(())
+    }
+
+    fn signal(&mut self, id: u64, signal: Signal) -> anyhow::Result<()> {
+        let Some(child) = &self.node(id).child else { bail!("node {id} is not running") };
+        let pid = Pid::from_raw(i32::try_from(child.id())?).context("pid 0")?;
+        kill_process(pid, signal)?;
+        Ok(())
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.node(id);
+        let Some(mut child) = node.child.take() else { bail!("node {id} is not running") };
+        child.kill()?;
+        child.wait()?;
+        node.paused = false;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for the node to drain and exit (SIGKILL after `grace`).
+    pub fn stop(&mut self, id: u64, grace: Duration) -> anyhow::Result<()> {
+        self.resume(id)?;
+        self.signal(id, Signal::TERM)?;
+        let node = self.node(id);
+        let Some(mut child) = node.child.take() else { return Ok(()) };
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// SIGSTOP: the process keeps its connections open and answers nothing (a zombie).
+    pub fn pause(&mut self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, Signal::STOP)?;
+        self.node(id).paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.node(id).paused {
+            self.signal(id, Signal::CONT)?;
+            self.node(id).paused = false;
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&mut self, id: u64) -> bool {
+        self.node(id).child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Brings every node back: resumes the paused, restarts the dead.
+    pub fn restore_all(&mut self) -> anyhow::Result<()> {
+        for id in self.ids() {
+            self.resume(id)?;
+            if !self.is_running(id) {
+                self.node(id).child = None;
+                self.start_node(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills every node (the end of a run).
+    pub fn kill_all(&mut self) {
+        for id in self.ids() {
+            let _ = self.resume(id);
+            let _ = self.kill(id);
+        }
+    }
+}
+
+impl Drop for ChaosCluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// The cluster as the live nodes report it (asked of `nodes` only).
+pub async fn status(addrs: &[String]) -> Option<pb::ClusterStatusResponse> {
+    let admin = Admin::new(addrs).ok()?;
+    tokio::time::timeout(Duration::from_secs(2), admin.cluster_status()).await.ok()?.ok()
+}
+
+/// The node leading `group`, as reported by live nodes.
+pub fn leader_of(status: &pb::ClusterStatusResponse, group: u64) -> Option<u64> {
+    status.groups.iter().find(|g| g.group_id == group).and_then(|g| g.leader)
+}

@@ -1,0 +1,556 @@
+//! Scenarios (CHAOS.md §4.3): a fresh three-node cluster, a load, a nemesis schedule, a final
+//! drain and the checks. A run that was too light or whose faults never fired is INVALID.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use sluice_client::proto as pb;
+use tokio::time::Instant;
+
+use crate::checker::{self, Report};
+use crate::cluster::{ChaosCluster, leader_of, status};
+use crate::history::{Key, Offset, OpType, OpValue, Recorder};
+use crate::net::{Topology, Unsupported};
+use crate::replicas::{self, ReplicaCheck};
+use crate::rng::Rng;
+use crate::workload::{self, Shared, WorkloadConfig};
+
+const TOPIC: &str = "chaos";
+const KEYS: u32 = 3;
+const WORKERS: u64 = 6;
+/// A restarted node is brought back after this long dead.
+const DOWN_FOR: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// 1: kill -9 the leader of a key's partition, chasing the leader, restarting each.
+    LeaderKill,
+    /// 2: SIGSTOP the leader (a zombie holding its connections), then SIGCONT.
+    LeaderPause,
+    /// 3: the leader's responses to clients are lost, then it is killed: retries must dedup.
+    ClientCutKill,
+    /// 4: the leader is cut off from its peers while clients still reach it.
+    LeaderIsolate,
+    /// 6: a follower killed, then a follower paused: no unavailability.
+    FollowerFaults,
+    /// 10: all three nodes killed together, then restarted.
+    KillAll,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::LeaderKill,
+        Kind::LeaderPause,
+        Kind::ClientCutKill,
+        Kind::LeaderIsolate,
+        Kind::FollowerFaults,
+        Kind::KillAll,
+    ];
+    pub const QUICK: [Kind; 5] =
+        [Kind::LeaderKill, Kind::LeaderPause, Kind::ClientCutKill, Kind::LeaderIsolate, Kind::FollowerFaults];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::LeaderKill => "leader-kill",
+            Kind::LeaderPause => "leader-pause",
+            Kind::ClientCutKill => "client-cut-kill",
+            Kind::LeaderIsolate => "leader-isolate",
+            Kind::FollowerFaults => "follower-faults",
+            Kind::KillAll => "kill-all",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// How long each phase lasts and what a valid run must reach.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub name: &'static str,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub recovery: Duration,
+    pub min_acked: usize,
+    /// Seconds a leader stays paused or isolated.
+    pub hold: Duration,
+    /// Between two kills of the leader-kill scenario.
+    pub kill_period: Duration,
+}
+
+impl Profile {
+    pub fn quick() -> Profile {
+        Profile {
+            name: "quick",
+            warmup: Duration::from_secs(10),
+            window: Duration::from_secs(24),
+            recovery: Duration::from_secs(8),
+            min_acked: 2_000,
+            hold: Duration::from_secs(10),
+            kill_period: Duration::from_secs(8),
+        }
+    }
+
+    pub fn full() -> Profile {
+        Profile {
+            name: "full",
+            warmup: Duration::from_secs(10),
+            window: Duration::from_secs(50),
+            recovery: Duration::from_secs(15),
+            min_acked: 20_000,
+            hold: Duration::from_secs(15),
+            kill_period: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Installed,
+    Skipped,
+    Indeterminate,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    pub fault: String,
+    pub node: Option<u64>,
+    /// The key whose partition's leader was targeted, if any.
+    pub key: Option<Key>,
+    pub at_ms: u64,
+    pub healed_ms: Option<u64>,
+    pub outcome: Outcome,
+    pub detail: String,
+    /// From the fault to the next ok send on `key` (leader faults).
+    pub recovery_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioResult {
+    pub scenario: String,
+    pub profile: String,
+    pub seed: u64,
+    pub network: String,
+    pub ops: usize,
+    pub acked: usize,
+    pub warmup_acked_per_s: f64,
+    pub anomalies: usize,
+    /// The largest time any key went without an ok send, during the faults and recovery.
+    pub max_write_gap_ms: u64,
+    pub faults: Vec<FaultRecord>,
+    pub final_writes_failed: Vec<Key>,
+    pub drain_short: Vec<Key>,
+    pub replicas: ReplicaCheck,
+    pub invalid: Vec<String>,
+    pub failures: Vec<String>,
+    pub report: Report,
+    pub dir: PathBuf,
+}
+
+impl ScenarioResult {
+    pub fn verdict(&self) -> &'static str {
+        if !self.failures.is_empty() {
+            "FAIL"
+        } else if !self.invalid.is_empty() {
+            "INVALID"
+        } else {
+            "PASS"
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RunOptions {
+    pub sluiced: PathBuf,
+    pub out: PathBuf,
+    pub netns: bool,
+}
+
+/// Waits, polling, until `check` yields a value or `timeout` passes.
+async fn poll_until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Nemesis<'a> {
+    cluster: &'a mut ChaosCluster,
+    groups: &'a [u64],
+    recorder: &'a Recorder,
+    faults: Vec<FaultRecord>,
+    rng: Rng,
+}
+
+impl Nemesis<'_> {
+    fn now_ms(&self) -> u64 {
+        self.recorder.now_ns() / 1_000_000
+    }
+
+    async fn leader(&self, key: Key) -> Option<u64> {
+        let group = self.groups[key as usize];
+        let addrs = self.cluster.addrs();
+        poll_until(Duration::from_secs(10), || async { leader_of(&status(&addrs).await?, group) }).await
+    }
+
+    async fn follower(&self, key: Key) -> Option<u64> {
+        let leader = self.leader(key).await?;
+        let ids: Vec<u64> = self.cluster.ids().into_iter().filter(|id| *id != leader).collect();
+        let pick = usize::try_from(self.rng.clone().below(ids.len() as u64)).unwrap_or(0);
+        ids.get(pick).copied()
+    }
+
+    /// Records the outcome of installing a fault; returns its index.
+    fn record(
+        &mut self,
+        fault: &str,
+        node: Option<u64>,
+        key: Option<Key>,
+        result: anyhow::Result<()>,
+    ) -> usize {
+        let (outcome, detail) = match result {
+            Ok(()) => (Outcome::Installed, String::new()),
+            Err(e) if e.downcast_ref::<Unsupported>().is_some() => (Outcome::Skipped, e.to_string()),
+            Err(e) => (Outcome::Indeterminate, format!("{e:#}")),
+        };
+        println!(
+            "  nemesis {:>6} ms: {fault} node {node:?} key {key:?}: {outcome:?} {detail}",
+            self.now_ms()
+        );
+        self.faults.push(FaultRecord {
+            fault: fault.to_string(),
+            node,
+            key,
+            at_ms: self.now_ms(),
+            healed_ms: None,
+            outcome,
+            detail,
+            recovery_ms: None,
+        });
+        self.faults.len() - 1
+    }
+
+    fn healed(&mut self, i: usize) {
+        self.faults[i].healed_ms = Some(self.now_ms());
+    }
+
+    async fn wait(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    async fn kill_leader(&mut self, key: Key, fault: &str) -> anyhow::Result<()> {
+        let Some(leader) = self.leader(key).await else {
+            self.record(fault, None, Some(key), Err(anyhow::anyhow!("no leader to kill")));
+            return Ok(());
+        };
+        let result = self.cluster.kill(leader);
+        let i = self.record(fault, Some(leader), Some(key), result);
+        self.wait(DOWN_FOR).await;
+        self.cluster.start_node(leader)?;
+        self.healed(i);
+        Ok(())
+    }
+
+    async fn run(&mut self, kind: Kind, profile: &Profile, window_end: Instant) -> anyhow::Result<()> {
+        match kind {
+            Kind::LeaderKill => {
+                let mut key = 0;
+                while Instant::now() + DOWN_FOR < window_end {
+                    let next = Instant::now() + profile.kill_period;
+                    self.kill_leader(key % KEYS, "kill-leader").await?;
+                    key += 1;
+                    tokio::time::sleep_until(next.min(window_end)).await;
+                }
+            }
+            Kind::LeaderPause => {
+                let Some(leader) = self.leader(0).await else { bail!("no leader to pause") };
+                let result = self.cluster.pause(leader);
+                let i = self.record("pause-leader", Some(leader), Some(0), result);
+                self.wait(profile.hold).await;
+                self.cluster.resume(leader)?;
+                self.healed(i);
+            }
+            Kind::ClientCutKill => {
+                while Instant::now() + Duration::from_secs(10) < window_end {
+                    let next = Instant::now() + profile.kill_period.max(Duration::from_secs(10));
+                    let Some(leader) = self.leader(0).await else { bail!("no leader to cut") };
+                    let result = self.cluster.topology.cut_client_responses(leader);
+                    let i = self.record("cut-client-responses", Some(leader), Some(0), result);
+                    self.wait(Duration::from_secs(5)).await;
+                    let result = self.cluster.kill(leader);
+                    self.cluster.topology.heal()?;
+                    self.healed(i);
+                    let j = self.record("kill-cut-leader", Some(leader), Some(0), result);
+                    self.wait(DOWN_FOR).await;
+                    self.cluster.start_node(leader)?;
+                    self.healed(j);
+                    tokio::time::sleep_until(next.min(window_end)).await;
+                }
+            }
+            Kind::LeaderIsolate => {
+                let Some(leader) = self.leader(0).await else { bail!("no leader to isolate") };
+                let peers: Vec<u64> = self.cluster.ids().into_iter().filter(|id| *id != leader).collect();
+                let result = self.cluster.topology.isolate(leader, &peers);
+                let i = self.record("isolate-leader", Some(leader), Some(0), result);
+                self.wait(profile.hold).await;
+                self.cluster.topology.heal()?;
+                self.healed(i);
+            }
+            Kind::FollowerFaults => {
+                let Some(follower) = self.follower(0).await else { bail!("no follower") };
+                let result = self.cluster.kill(follower);
+                let i = self.record("kill-follower", Some(follower), None, result);
+                self.wait(profile.hold / 2).await;
+                self.cluster.start_node(follower)?;
+                self.healed(i);
+                self.wait(Duration::from_secs(2)).await;
+                let Some(follower) = self.follower(0).await else { bail!("no follower") };
+                let result = self.cluster.pause(follower);
+                let i = self.record("pause-follower", Some(follower), None, result);
+                self.wait(profile.hold).await;
+                self.cluster.resume(follower)?;
+                self.healed(i);
+            }
+            Kind::KillAll => {
+                let mut result = Ok(());
+                for id in self.cluster.ids() {
+                    if let Err(e) = self.cluster.kill(id) {
+                        result = Err(e);
+                    }
+                }
+                let i = self.record("kill-all", None, None, result);
+                self.wait(DOWN_FOR).await;
+                self.cluster.restore_all()?;
+                self.healed(i);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The highest offset any ok operation observed, per key.
+fn targets(history: &[crate::history::Op]) -> BTreeMap<Key, Offset> {
+    let mut out: BTreeMap<Key, Offset> = BTreeMap::new();
+    let mut see = |k: Key, o: Offset| {
+        let e = out.entry(k).or_insert(o);
+        *e = (*e).max(o);
+    };
+    for op in history.iter().filter(|op| op.kind == OpType::Ok) {
+        match &op.value {
+            OpValue::Send(sends) => {
+                for s in sends {
+                    if let Some(o) = s.offset {
+                        see(s.key, o);
+                    }
+                }
+            }
+            OpValue::Poll(reads) => {
+                for (k, pairs) in reads {
+                    for (o, _) in pairs {
+                        see(*k, *o);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+async fn wait_ready(cluster: &ChaosCluster) -> anyhow::Result<Vec<u64>> {
+    let addrs = cluster.addrs();
+    poll_until(Duration::from_mins(1), || async {
+        let s = status(&addrs).await?;
+        let alive = s.brokers.iter().filter(|b| b.state == "alive").count();
+        (s.meta_leader.is_some() && alive == 3).then_some(())
+    })
+    .await
+    .context("the cluster did not become ready in 60 s")?;
+    let admin = cluster.admin()?;
+    let topic = admin.create_topic(TOPIC, KEYS, 3, pb::TopicConfig::default()).await?;
+    let groups: Vec<u64> = topic.partitions.iter().map(|p| p.group_id).collect();
+    poll_until(Duration::from_secs(30), || async {
+        let s = status(&addrs).await?;
+        groups.iter().all(|g| leader_of(&s, *g).is_some()).then_some(())
+    })
+    .await
+    .context("the partitions did not elect leaders in 30 s")?;
+    Ok(groups)
+}
+
+/// Why a run is INVALID (too light, faults never installed) and why it FAILED.
+fn judge(
+    report: &Report,
+    profile: &Profile,
+    warmup_acked_per_s: f64,
+    faults: &[FaultRecord],
+    final_writes_failed: &[Key],
+    drain_short: &[Key],
+    replicas: &ReplicaCheck,
+) -> (Vec<String>, Vec<String>) {
+    let mut invalid = Vec::new();
+    if warmup_acked_per_s < 50.0 {
+        invalid.push(format!("{warmup_acked_per_s:.0} ok sends/s before the first fault (minimum 50)"));
+    }
+    if report.sends_ok < profile.min_acked {
+        invalid.push(format!("{} acked sends (minimum {})", report.sends_ok, profile.min_acked));
+    }
+    let mut by_fault: BTreeMap<&str, bool> = BTreeMap::new();
+    for f in faults {
+        *by_fault.entry(f.fault.as_str()).or_default() |= f.outcome == Outcome::Installed;
+    }
+    for (fault, installed) in &by_fault {
+        if !installed {
+            invalid.push(format!("fault {fault} was never installed"));
+        }
+    }
+    if faults.is_empty() {
+        invalid.push("no fault was scheduled".into());
+    }
+    let mut failures = Vec::new();
+    for (name, anomaly) in &report.anomalies {
+        failures.push(format!(
+            "{name}: {} (e.g. {})",
+            anomaly.count,
+            anomaly.examples.first().map_or("", |s| s)
+        ));
+    }
+    if !final_writes_failed.is_empty() {
+        failures.push(format!("final writes failed on keys {final_writes_failed:?}"));
+    }
+    if !drain_short.is_empty() {
+        failures.push(format!("the final drain could not read keys {drain_short:?} up to their last offset"));
+    }
+    failures.extend(replicas.problems.iter().cloned());
+
+    (invalid, failures)
+}
+
+/// Runs one scenario on a fresh cluster.
+pub async fn run(
+    kind: Kind,
+    profile: &Profile,
+    seed: u64,
+    options: &RunOptions,
+) -> anyhow::Result<ScenarioResult> {
+    let dir = options.out.join(format!("{}-{seed}", kind.name()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let topology = Topology::create(3, options.netns)?;
+    let network = format!("{:?}", topology.mode).to_lowercase();
+    let mut cluster = ChaosCluster::start(topology, 3, &dir, &options.sluiced)?;
+    let groups = wait_ready(&cluster).await?;
+
+    let recorder = Arc::new(Recorder::new(std::time::Instant::now()));
+    let config = WorkloadConfig {
+        topic: TOPIC.into(),
+        keys: KEYS,
+        workers: WORKERS,
+        op_timeout: Duration::from_secs(5),
+        crash_every: Duration::from_secs(20),
+    };
+    let shared = Shared::new(recorder.clone(), cluster.addrs(), config);
+    let mut rng = Rng::new(seed);
+    let start = Instant::now();
+    let window_start = start + profile.warmup;
+    let window_end = window_start + profile.window;
+    let load_end = window_end + profile.recovery;
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| tokio::spawn(workload::run_worker(shared.clone(), rng.fork(), load_end)))
+        .collect();
+
+    tokio::time::sleep_until(window_start).await;
+    let mut nemesis =
+        Nemesis { cluster: &mut cluster, groups: &groups, recorder: &recorder, faults: Vec::new(), rng };
+    let nemesis_result = nemesis.run(kind, profile, window_end).await;
+    let mut faults = std::mem::take(&mut nemesis.faults);
+    // Heal everything, whatever happened.
+    cluster.topology.heal()?;
+    cluster.restore_all()?;
+    nemesis_result?;
+    for w in workers {
+        w.await??;
+    }
+
+    let final_writes_failed =
+        workload::final_writes(&shared, Instant::now() + Duration::from_secs(30)).await?;
+    let drain_short =
+        workload::drain(&shared, &targets(&recorder.snapshot()), Instant::now() + Duration::from_mins(1))
+            .await?;
+    let history = recorder.snapshot();
+    let replicas =
+        replicas::compare(&cluster.addrs(), TOPIC, KEYS, &targets(&history), Duration::from_secs(15)).await;
+    let report = checker::check(&history);
+    crate::history::write_jsonl(&dir.join("history.jsonl"), &history)?;
+
+    // Figures.
+    let window_start_ns = u64::try_from((window_start - start).as_nanos()).unwrap_or(0);
+    let load_end_ns = u64::try_from((load_end - start).as_nanos()).unwrap_or(0);
+    let times = checker::ok_send_times(&history);
+    let max_write_gap_ms =
+        times.values().map(|t| checker::max_gap_in(t, window_start_ns, load_end_ns)).max().unwrap_or(0)
+            / 1_000_000;
+    for f in &mut faults {
+        if let (Some(key), Outcome::Installed) = (f.key, f.outcome) {
+            let at_ns = f.at_ms * 1_000_000;
+            f.recovery_ms =
+                times.get(&key).and_then(|t| t.iter().find(|t| **t > at_ns)).map(|t| t / 1_000_000 - f.at_ms);
+        }
+    }
+    let warmup_acked = times.values().flatten().filter(|t| **t <= window_start_ns).count();
+    let warmup_acked_per_s =
+        f64::from(u32::try_from(warmup_acked).unwrap_or(u32::MAX)) / profile.warmup.as_secs_f64();
+
+    let (invalid, failures) =
+        judge(&report, profile, warmup_acked_per_s, &faults, &final_writes_failed, &drain_short, &replicas);
+
+    let result = ScenarioResult {
+        scenario: kind.name().into(),
+        profile: profile.name.into(),
+        seed,
+        network,
+        ops: report.ops,
+        acked: report.sends_ok,
+        warmup_acked_per_s,
+        anomalies: report.errors(),
+        max_write_gap_ms,
+        faults,
+        final_writes_failed,
+        drain_short,
+        replicas,
+        invalid,
+        failures,
+        report,
+        dir: dir.clone(),
+    };
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&result)?)?;
+    drop(cluster);
+    if result.verdict() == "PASS" {
+        // Keep the history, the report and the logs; the data directories are large.
+        for id in 1..=3 {
+            let _ = std::fs::remove_dir_all(dir.join(format!("node{id}")));
+        }
+    }
+    Ok(result)
+}
+
+pub fn out_dir_default() -> PathBuf {
+    Path::new("target").join("chaos")
+}

@@ -128,8 +128,13 @@ pub struct FaultRecord {
     pub healed_ms: Option<u64>,
     pub outcome: Outcome,
     pub detail: String,
-    /// From the fault to the next ok send on `key` (leader faults).
+    /// From the fault to the next ok send on `key`.
     pub recovery_ms: Option<u64>,
+    /// The longest time `key` went without an ok send while the fault was on.
+    pub gap_ms: Option<u64>,
+    /// Pass/fail limits (CHAOS.md §4.3's figures) on the two above.
+    pub recovery_limit_ms: Option<u64>,
+    pub gap_limit_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -243,8 +248,17 @@ impl Nemesis<'_> {
             outcome,
             detail,
             recovery_ms: None,
+            gap_ms: None,
+            recovery_limit_ms: None,
+            gap_limit_ms: None,
         });
         self.faults.len() - 1
+    }
+
+    /// Sets the pass/fail limits of the fault just recorded.
+    fn limits(&mut self, i: usize, recovery_ms: Option<u64>, gap_ms: Option<u64>) {
+        self.faults[i].recovery_limit_ms = recovery_ms;
+        self.faults[i].gap_limit_ms = gap_ms;
     }
 
     fn healed(&mut self, i: usize) {
@@ -262,6 +276,8 @@ impl Nemesis<'_> {
         };
         let result = self.cluster.kill(leader);
         let i = self.record(fault, Some(leader), Some(key), result);
+        // Scenario 1: a new leader takes writes within 5 s of the kill (goal: 2 s).
+        self.limits(i, Some(5_000), None);
         self.wait(DOWN_FOR).await;
         self.cluster.start_node(leader)?;
         self.healed(i);
@@ -283,6 +299,8 @@ impl Nemesis<'_> {
                 let Some(leader) = self.leader(0).await else { bail!("no leader to pause") };
                 let result = self.cluster.pause(leader);
                 let i = self.record("pause-leader", Some(leader), Some(0), result);
+                // Scenario 2: a new leader within 5 s.
+                self.limits(i, Some(5_000), None);
                 self.wait(profile.hold).await;
                 self.cluster.resume(leader)?;
                 self.healed(i);
@@ -298,6 +316,7 @@ impl Nemesis<'_> {
                     self.cluster.topology.heal()?;
                     self.healed(i);
                     let j = self.record("kill-cut-leader", Some(leader), Some(0), result);
+                    self.limits(j, Some(5_000), None);
                     self.wait(DOWN_FOR).await;
                     self.cluster.start_node(leader)?;
                     self.healed(j);
@@ -309,6 +328,8 @@ impl Nemesis<'_> {
                 let peers: Vec<u64> = self.cluster.ids().into_iter().filter(|id| *id != leader).collect();
                 let result = self.cluster.topology.isolate(leader, &peers);
                 let i = self.record("isolate-leader", Some(leader), Some(0), result);
+                // Scenario 4: clients fail over within 10 s.
+                self.limits(i, Some(10_000), None);
                 self.wait(profile.hold).await;
                 self.cluster.topology.heal()?;
                 self.healed(i);
@@ -316,14 +337,17 @@ impl Nemesis<'_> {
             Kind::FollowerFaults => {
                 let Some(follower) = self.follower(0).await else { bail!("no follower") };
                 let result = self.cluster.kill(follower);
-                let i = self.record("kill-follower", Some(follower), None, result);
+                // Key 0's leader is not the target: its writes must not stall (scenario 6: ≤ 2 s).
+                let i = self.record("kill-follower", Some(follower), Some(0), result);
+                self.limits(i, None, Some(2_000));
                 self.wait(profile.hold / 2).await;
                 self.cluster.start_node(follower)?;
                 self.healed(i);
                 self.wait(Duration::from_secs(2)).await;
                 let Some(follower) = self.follower(0).await else { bail!("no follower") };
                 let result = self.cluster.pause(follower);
-                let i = self.record("pause-follower", Some(follower), None, result);
+                let i = self.record("pause-follower", Some(follower), Some(0), result);
+                self.limits(i, None, Some(2_000));
                 self.wait(profile.hold).await;
                 self.cluster.resume(follower)?;
                 self.healed(i);
@@ -335,7 +359,9 @@ impl Nemesis<'_> {
                         result = Err(e);
                     }
                 }
-                let i = self.record("kill-all", None, None, result);
+                let i = self.record("kill-all", None, Some(0), result);
+                // Scenario 10: serving again within 20 s.
+                self.limits(i, Some(20_000), None);
                 self.wait(DOWN_FOR).await;
                 self.cluster.restore_all()?;
                 self.healed(i);
@@ -425,6 +451,24 @@ fn judge(
         invalid.push("no fault was scheduled".into());
     }
     let mut failures = Vec::new();
+    for f in faults {
+        if let (Some(got), Some(limit)) = (f.recovery_ms, f.recovery_limit_ms)
+            && got > limit
+        {
+            failures.push(format!(
+                "{} at {} ms: writes resumed after {got} ms (limit {limit})",
+                f.fault, f.at_ms
+            ));
+        }
+        if f.outcome == Outcome::Installed && f.recovery_limit_ms.is_some() && f.recovery_ms.is_none() {
+            failures.push(format!("{} at {} ms: writes never resumed", f.fault, f.at_ms));
+        }
+        if let (Some(got), Some(limit)) = (f.gap_ms, f.gap_limit_ms)
+            && got > limit
+        {
+            failures.push(format!("{} at {} ms: writes stalled {got} ms (limit {limit})", f.fault, f.at_ms));
+        }
+    }
     for (name, anomaly) in &report.anomalies {
         failures.push(format!(
             "{name}: {} (e.g. {})",

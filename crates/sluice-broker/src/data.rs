@@ -24,6 +24,8 @@ pub const FETCH_BYTES_MAX: u32 = 16 * 1024 * 1024;
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
 /// Admission counts memory in units of this many bytes.
 const ADMISSION_UNIT_BYTES: u64 = 1024;
+/// A produce waits at most this many election timeouts for its commit.
+const COMMIT_DEADLINE_ELECTIONS: u64 = 3;
 /// Responses a subscription may queue before waiting for the client to read them.
 const SUBSCRIBE_QUEUE_RESPONSES: usize = 4;
 /// A subscription with nothing to send says so this often.
@@ -140,14 +142,39 @@ fn resolve(node: &Node, topic: &str, partition: u32) -> Result<(GroupId, Option<
 }
 
 /// The leader of a group as far as this node knows.
+/// The leader this node knows of. A local replica's view wins; but a replica that thinks it
+/// leads and has not heard from a quorum within the election timeout (cut off from its peers, or
+/// just back from a pause) may have been deposed already, so it does not name itself: clients
+/// then look elsewhere instead of waiting on a leader that cannot commit.
 fn leader_of(node: &Node, group: GroupId, local: Option<&PartitionGroup>) -> Option<u64> {
-    local.and_then(|g| g.with_metrics(|m| m.current_leader)).or_else(|| {
-        if node.is_meta_leader() {
-            crate::liveness::reported_leaders(node).get(&group.0).copied()
-        } else {
-            node.cluster_info().leaders.get(&group.0).copied()
+    if let Some(replica) = local {
+        match replica.with_metrics(|m| m.current_leader) {
+            Some(leader) if leader != node.id => return Some(leader),
+            Some(_) if leads_with_quorum(node, replica) => return Some(node.id),
+            _ => {}
         }
-    })
+    }
+    let registry = if node.is_meta_leader() {
+        crate::liveness::reported_leaders(node).get(&group.0).copied()
+    } else {
+        node.cluster_info().leaders.get(&group.0).copied()
+    };
+    // With a local replica, only its own view may say "this node".
+    registry.filter(|l| local.is_none() || *l != node.id)
+}
+
+/// This leader heard from a quorum within the election timeout. A hibernating or just-woken
+/// group has had no heartbeats to count, and a one-voter group needs none.
+fn leads_with_quorum(node: &Node, replica: &PartitionGroup) -> bool {
+    let lease = Duration::from_millis(node.config.raft.election_timeout_max_ms);
+    replica.is_hibernating()
+        || replica.woke_at().elapsed() < lease
+        || replica.with_metrics(|m| {
+            m.membership_config.membership().voter_ids().count() <= 1
+                || m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|acked| openraft::Instant::elapsed(&**acked) < lease)
+        })
 }
 
 fn not_leader(node: &Node, leader: Option<u64>) -> pb::Error {
@@ -184,11 +211,21 @@ impl DataRpc {
         }
         let batch = ValidatedBatch::validate(request.batch).map_err(|e| batch_error(&e))?;
         let _permit = node.admission.try_admit(node, group, batch.bytes().len())?;
-        let response = match replica.append(vec![batch]).await {
-            Ok(response) => response,
-            Err(AppendFailure::NotLeader { leader }) => return Err(not_leader(node, leader)),
-            Err(AppendFailure::Indeterminate(e)) => {
+        // A leader that cannot reach a quorum would hold the request forever; past the deadline
+        // the client is told the outcome is unknown and retries (idempotently) elsewhere.
+        let deadline =
+            Duration::from_millis(COMMIT_DEADLINE_ELECTIONS * node.config.raft.election_timeout_max_ms);
+        let response = match tokio::time::timeout(deadline, replica.append(vec![batch])).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(AppendFailure::NotLeader { leader })) => return Err(not_leader(node, leader)),
+            Ok(Err(AppendFailure::Indeterminate(e))) => {
                 return Err(error(pb::ErrorCode::Unavailable, format!("outcome unknown: {e}")));
+            }
+            Err(_) => {
+                return Err(error(
+                    pb::ErrorCode::Unavailable,
+                    format!("not committed within {} ms; outcome unknown", deadline.as_millis()),
+                ));
             }
         };
         match response.outcomes.into_iter().next() {

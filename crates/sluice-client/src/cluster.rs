@@ -1,6 +1,7 @@
 //! Connections to the brokers and the metadata cache.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +16,10 @@ use crate::error::refused;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest any single call may take.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(35);
+/// HTTP/2 pings on every connection: a broker that stops answering them (paused, or cut off)
+/// fails its calls within interval + timeout instead of holding them for `CALL_TIMEOUT`.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest message the client accepts (a fetch answer).
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -31,6 +36,9 @@ pub struct Cluster {
     bootstrap: Vec<String>,
     channels: Mutex<HashMap<String, Channel>>,
     topics: Mutex<HashMap<String, Arc<TopicMeta>>>,
+    /// Rotates which bootstrap broker is asked first, so that one with a stale view (cut off
+    /// from the cluster) cannot answer every question.
+    rotation: AtomicUsize,
 }
 
 impl Cluster {
@@ -43,6 +51,7 @@ impl Cluster {
             bootstrap: bootstrap.to_vec(),
             channels: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
+            rotation: AtomicUsize::new(0),
         };
         for addr in bootstrap {
             cluster.channel(addr)?;
@@ -59,6 +68,9 @@ impl Cluster {
             .map_err(|e| ClientError::InvalidAddress { addr: addr.to_string(), reason: e.to_string() })?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
@@ -78,7 +90,7 @@ impl Cluster {
             return Ok(meta.clone());
         }
         let mut failures = Vec::new();
-        for addr in &self.bootstrap {
+        for addr in self.rotated() {
             let mut client = MetadataClient::new(self.channel(addr)?);
             match client.metadata(pb::MetadataRequest { topics: vec![topic.to_string()] }).await {
                 Ok(response) => {
@@ -122,9 +134,16 @@ impl Cluster {
             code: "UNKNOWN_TOPIC_OR_PARTITION".into(),
             message: format!("topic {topic} has {} partitions", meta.leaders.len()),
         })?;
-        Ok(leader
-            .clone()
-            .unwrap_or_else(|| self.bootstrap[partition as usize % self.bootstrap.len()].clone()))
+        Ok(leader.clone().unwrap_or_else(|| {
+            let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
+            self.bootstrap[(partition as usize + turn) % self.bootstrap.len()].clone()
+        }))
+    }
+
+    /// The bootstrap brokers, starting from the next one in turn.
+    fn rotated(&self) -> impl Iterator<Item = &String> {
+        let start = self.rotation.fetch_add(1, Ordering::Relaxed) % self.bootstrap.len();
+        self.bootstrap[start..].iter().chain(&self.bootstrap[..start])
     }
 
     /// Remembers a leader learned from a `NOT_LEADER` answer.
@@ -142,7 +161,7 @@ impl Cluster {
     /// A fresh producer id from the registry, for an idempotent producer.
     pub async fn init_producer(&self) -> Result<(u64, u32), ClientError> {
         let mut failures = Vec::new();
-        for addr in &self.bootstrap {
+        for addr in self.rotated() {
             let mut client = ProducerClient::new(self.channel(addr)?);
             match client.init_producer(pb::InitProducerRequest {}).await {
                 Ok(response) => {

@@ -21,6 +21,9 @@ use crate::error::{code_name, refused};
 
 /// Records per batch at most, whatever their size.
 const BATCH_RECORDS_MAX: usize = 10_000;
+/// One produce attempt's limit: above the broker's own commit deadline (three election
+/// timeouts), so that the broker's answer normally comes first.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest single back-off between retries.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -351,8 +354,12 @@ impl PartitionWorker {
         let mut client = ProducerClient::new(self.cluster.channel(&addr)?)
             .max_decoding_message_size(Cluster::max_message_bytes())
             .max_encoding_message_size(Cluster::max_message_bytes());
-        let request =
-            pb::ProduceRequest { topic: self.topic.clone(), partition: self.partition, batch: batch.clone() };
+        let mut request = tonic::Request::new(pb::ProduceRequest {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            batch: batch.clone(),
+        });
+        request.set_timeout(PRODUCE_TIMEOUT);
         let response = match client.produce(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => {

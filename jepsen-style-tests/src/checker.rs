@@ -422,6 +422,29 @@ pub fn ok_send_times(history: &[Op]) -> BTreeMap<Key, Vec<u64>> {
     out
 }
 
+/// When the first send to `key` invoked at or after `at_ns` was acknowledged (ns): how long the
+/// key took to take new writes again after a fault.
+pub fn first_ack_invoked_after(history: &[Op], key: Key, at_ns: u64) -> Option<u64> {
+    pairs(history)
+        .iter()
+        .filter(|p| p.done.kind == OpType::Ok && p.invoke.time_ns >= at_ns)
+        .filter(|p| matches!(&p.done.value, OpValue::Send(sends) if sends.iter().any(|s| s.key == key)))
+        .map(|p| p.done.time_ns)
+        .min()
+}
+
+/// The longest any send to `key` invoked in `[from, to]` waited for its answer (ns), whatever
+/// the answer: how unavailable the key was to a client that kept trying.
+pub fn max_send_wait(history: &[Op], key: Key, from: u64, to: u64) -> u64 {
+    pairs(history)
+        .iter()
+        .filter(|p| (from..=to).contains(&p.invoke.time_ns))
+        .filter(|p| matches!(&p.invoke.value, OpValue::Send(sends) if sends.iter().any(|s| s.key == key)))
+        .map(|p| p.done.time_ns - p.invoke.time_ns)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The longest time (ns) a key went without an ok send, among the gaps between consecutive ok
 /// sends that overlap `[from, to]`; a key whose sends stopped inside the window counts up to `to`.
 pub fn max_gap_in(times: &[u64], from: u64, to: u64) -> u64 {

@@ -42,12 +42,20 @@ pub struct ChaosCluster {
     pub topology: Topology,
     dir: PathBuf,
     sluiced: PathBuf,
+    /// `SLUICE_SABOTAGE` for the nodes: a deliberately broken (debug) build.
+    sabotage: Option<String>,
     nodes: Vec<Node>,
 }
 
 impl ChaosCluster {
     /// Writes the configs of nodes `1..=n` (all controllers) under `dir` and starts them.
-    pub fn start(topology: Topology, n: u64, dir: &Path, sluiced: &Path) -> anyhow::Result<ChaosCluster> {
+    pub fn start(
+        topology: Topology,
+        n: u64,
+        dir: &Path,
+        sluiced: &Path,
+        sabotage: Option<String>,
+    ) -> anyhow::Result<ChaosCluster> {
         let controllers: Vec<String> =
             (1..=n).map(|id| format!("{{ id = {id}, addr = \"{}\" }}", topology.grpc_addr(id))).collect();
         for id in 1..=n {
@@ -65,6 +73,7 @@ impl ChaosCluster {
             topology,
             dir: dir.to_path_buf(),
             sluiced: sluiced.to_path_buf(),
+            sabotage,
             nodes: (0..n).map(|_| Node { child: None, paused: false }).collect(),
         };
         for id in 1..=n {
@@ -95,13 +104,17 @@ impl ChaosCluster {
 
     /// Starts node `id` if it is not running; its log is appended to across restarts.
     pub fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
-        if self.node(id).child.is_some() {
+        if let Some(child) = &mut self.node(id).child
+            && matches!(child.try_wait(), Ok(None))
+        {
             return Ok(());
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id))?;
-        let child = self
-            .topology
-            .command(id, &self.sluiced)
+        let mut command = self.topology.command(id, &self.sluiced);
+        if let Some(sabotage) = &self.sabotage {
+            command.env("SLUICE_SABOTAGE", sabotage);
+        }
+        let child = command
             .arg("--config")
             .arg(self.dir.join(format!("node{id}.toml")))
             .env("RUST_LOG", "info,openraft=warn")
@@ -203,4 +216,24 @@ pub async fn status(addrs: &[String]) -> Option<pb::ClusterStatusResponse> {
 /// The node leading `group`, as reported by live nodes.
 pub fn leader_of(status: &pb::ClusterStatusResponse, group: u64) -> Option<u64> {
     status.groups.iter().find(|g| g.group_id == group).and_then(|g| g.leader)
+}
+
+/// Arms crash point `name` on node `id` through its HTTP port (`PUT /failpoints/NAME`); the node
+/// must be built with the `failpoints` feature.
+pub async fn arm_crash_point(http_addr: &str, name: &str, action: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(http_addr)).await??;
+    let request = format!(
+        "PUT /failpoints/{name} HTTP/1.1\r\nHost: {http_addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{action}",
+        action.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response)).await??;
+    let response = String::from_utf8_lossy(&response);
+    if !response.starts_with("HTTP/1.1 200") {
+        bail!("arming {name} on {http_addr}: {}", response.lines().last().unwrap_or_default());
+    }
+    Ok(())
 }

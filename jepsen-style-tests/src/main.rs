@@ -38,6 +38,13 @@ enum Command {
         /// Run on loopback even as root (network faults are then skipped: INVALID).
         #[arg(long)]
         loopback: bool,
+        /// Break the nodes on purpose (`SLUICE_SABOTAGE`, e.g. skip-dedup; debug builds only).
+        #[arg(long)]
+        sabotage: Option<String>,
+        /// With --sabotage: succeed only if every scenario reports this anomaly (the suite
+        /// catches the broken build).
+        #[arg(long)]
+        expect: Option<String>,
     },
     /// Checks a recorded history.jsonl and prints the report.
     Check { history: PathBuf },
@@ -81,7 +88,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if report.errors() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Run { profile, scenarios, seed, rounds, out, sluiced, loopback } => {
+        Command::Run { profile, scenarios, seed, rounds, out, sluiced, loopback, sabotage, expect } => {
             let profile = match profile.as_str() {
                 "quick" => Profile::quick(),
                 "full" => Profile::full(),
@@ -106,8 +113,12 @@ async fn main() -> anyhow::Result<ExitCode> {
             );
             let seed = seed.unwrap_or_else(random_seed);
             println!("sluice-chaos: profile {} seed {seed} (replay with --seed {seed})", profile.name);
-            let options =
-                RunOptions { sluiced, out: out.unwrap_or_else(scenario::out_dir_default), netns: !loopback };
+            let options = RunOptions {
+                sluiced,
+                out: out.unwrap_or_else(scenario::out_dir_default),
+                netns: !loopback,
+                sabotage,
+            };
             let mut results = Vec::new();
             for round in 0..rounds {
                 for (i, kind) in kinds.iter().enumerate() {
@@ -130,6 +141,15 @@ async fn main() -> anyhow::Result<ExitCode> {
                 }
             }
             print_table(&results);
+            if let Some(expect) = expect {
+                let caught = results.iter().all(|r| r.report.count(&expect) > 0);
+                println!(
+                    "{}: the deliberately broken build was {} (expected anomaly {expect})",
+                    if caught { "OK" } else { "FAIL" },
+                    if caught { "caught" } else { "NOT caught" }
+                );
+                return Ok(if caught { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
             let passed = results.iter().all(|r| r.verdict() == "PASS");
             Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

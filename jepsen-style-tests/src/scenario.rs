@@ -12,7 +12,7 @@ use sluice_client::proto as pb;
 use tokio::time::Instant;
 
 use crate::checker::{self, Report};
-use crate::cluster::{ChaosCluster, leader_of, status};
+use crate::cluster::{ChaosCluster, arm_crash_point, leader_of, status};
 use crate::history::{Key, Offset, OpType, OpValue, Recorder};
 use crate::net::{Topology, Unsupported};
 use crate::replicas::{self, ReplicaCheck};
@@ -21,7 +21,6 @@ use crate::workload::{self, Shared, WorkloadConfig};
 
 const TOPIC: &str = "chaos";
 const KEYS: u32 = 3;
-const WORKERS: u64 = 6;
 /// A restarted node is brought back after this long dead.
 const DOWN_FOR: Duration = Duration::from_secs(3);
 
@@ -40,19 +39,28 @@ pub enum Kind {
     FollowerFaults,
     /// 10: all three nodes killed together, then restarted.
     KillAll,
+    /// CHAOS.md §4.1: a leader stops dead at each crash point in turn (the `failpoints` build).
+    CrashPoints,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::LeaderKill,
         Kind::LeaderPause,
         Kind::ClientCutKill,
         Kind::LeaderIsolate,
         Kind::FollowerFaults,
         Kind::KillAll,
+        Kind::CrashPoints,
     ];
-    pub const QUICK: [Kind; 5] =
-        [Kind::LeaderKill, Kind::LeaderPause, Kind::ClientCutKill, Kind::LeaderIsolate, Kind::FollowerFaults];
+    pub const QUICK: [Kind; 6] = [
+        Kind::LeaderKill,
+        Kind::LeaderPause,
+        Kind::ClientCutKill,
+        Kind::LeaderIsolate,
+        Kind::FollowerFaults,
+        Kind::CrashPoints,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -62,6 +70,7 @@ impl Kind {
             Kind::LeaderIsolate => "leader-isolate",
             Kind::FollowerFaults => "follower-faults",
             Kind::KillAll => "kill-all",
+            Kind::CrashPoints => "crash-points",
         }
     }
 
@@ -82,6 +91,8 @@ pub struct Profile {
     pub hold: Duration,
     /// Between two kills of the leader-kill scenario.
     pub kill_period: Duration,
+    /// Concurrent client processes.
+    pub workers: u64,
 }
 
 impl Profile {
@@ -94,6 +105,7 @@ impl Profile {
             min_acked: 2_000,
             hold: Duration::from_secs(10),
             kill_period: Duration::from_secs(8),
+            workers: 6,
         }
     }
 
@@ -106,6 +118,7 @@ impl Profile {
             min_acked: 20_000,
             hold: Duration::from_secs(15),
             kill_period: Duration::from_secs(10),
+            workers: 10,
         }
     }
 }
@@ -130,7 +143,7 @@ pub struct FaultRecord {
     pub detail: String,
     /// From the fault to the next ok send on `key`.
     pub recovery_ms: Option<u64>,
-    /// The longest time `key` went without an ok send while the fault was on.
+    /// The longest any send to `key` begun while the fault was on waited for its answer.
     pub gap_ms: Option<u64>,
     /// Pass/fail limits (CHAOS.md §4.3's figures) on the two above.
     pub recovery_limit_ms: Option<u64>,
@@ -176,6 +189,8 @@ pub struct RunOptions {
     pub sluiced: PathBuf,
     pub out: PathBuf,
     pub netns: bool,
+    /// Run a deliberately broken build (`SLUICE_SABOTAGE`, debug builds only).
+    pub sabotage: Option<String>,
 }
 
 /// Waits, polling, until `check` yields a value or `timeout` passes.
@@ -201,6 +216,8 @@ struct Nemesis<'a> {
     groups: &'a [u64],
     recorder: &'a Recorder,
     faults: Vec<FaultRecord>,
+    /// What the nemesis itself saw go wrong (beyond the history's anomalies).
+    problems: Vec<String>,
     rng: Rng,
 }
 
@@ -284,6 +301,90 @@ impl Nemesis<'_> {
         Ok(())
     }
 
+    /// Waits up to 5 s for node `id` to stop by itself at crash point `point`.
+    async fn crashed_at(&mut self, id: u64, point: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.cluster.is_running(id) {
+            if Instant::now() > deadline {
+                bail!("node {id} did not reach crash point {point} within 5 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let log = std::fs::read_to_string(self.cluster.log_path(id)).unwrap_or_default();
+        if !log.contains(&format!("crash point {point}: aborting")) {
+            bail!("node {id} exited, but not at crash point {point}");
+        }
+        Ok(())
+    }
+
+    /// Arms `point` on the leader of `key`'s partition, which then stops dead there; restarts it.
+    async fn crash_leader_at(&mut self, point: &str, key: Key) -> anyhow::Result<()> {
+        let fault = format!("crash-at-{point}");
+        let Some(leader) = self.leader(key).await else {
+            self.record(&fault, None, Some(key), Err(anyhow::anyhow!("no leader")));
+            return Ok(());
+        };
+        let result = match arm_crash_point(&self.cluster.topology.http_addr(leader), point, "return").await {
+            Ok(()) => self.crashed_at(leader, point).await,
+            Err(e) => Err(e),
+        };
+        let i = self.record(&fault, Some(leader), Some(key), result);
+        self.limits(i, Some(5_000), None);
+        self.wait(DOWN_FOR).await;
+        self.cluster.start_node(leader)?;
+        self.healed(i);
+        Ok(())
+    }
+
+    /// The registry leader stops dead while applying a topic creation; after its restart the
+    /// creation must complete (retried by the admin client) and the topic serve.
+    async fn crash_registry_at(&mut self, point: &str) -> anyhow::Result<()> {
+        let fault = format!("crash-at-{point}");
+        let addrs = self.cluster.addrs();
+        let Some(meta_leader) =
+            poll_until(Duration::from_secs(10), || async { status(&addrs).await?.meta_leader }).await
+        else {
+            self.record(&fault, None, None, Err(anyhow::anyhow!("no registry leader")));
+            return Ok(());
+        };
+        let admin = self.cluster.admin()?;
+        let result = match arm_crash_point(&self.cluster.topology.http_addr(meta_leader), point, "return")
+            .await
+        {
+            Ok(()) => {
+                let create = tokio::spawn({
+                    let admin = admin.clone();
+                    async move { admin.create_topic("chaos-registry", 1, 3, pb::TopicConfig::default()).await }
+                });
+                let crashed = self.crashed_at(meta_leader, point).await;
+                create.abort();
+                crashed
+            }
+            Err(e) => Err(e),
+        };
+        let i = self.record(&fault, Some(meta_leader), None, result);
+        self.wait(DOWN_FOR).await;
+        self.cluster.start_node(meta_leader)?;
+        self.healed(i);
+        let served = poll_until(Duration::from_secs(20), || async {
+            match admin.create_topic("chaos-registry", 1, 3, pb::TopicConfig::default()).await {
+                Ok(_) => {}
+                Err(sluice_client::ClientError::Refused { code, .. }) if code == "TOPIC_EXISTS" => {}
+                Err(_) => return None,
+            }
+            let topic = admin.describe_topic("chaos-registry").await.ok()?;
+            let group = topic.partitions.first()?.group_id;
+            leader_of(&status(&addrs).await?, group).map(|_| ())
+        })
+        .await;
+        if served.is_none() {
+            self.problems.push(format!(
+                "after a crash at {point}, the topic it was creating did not serve within 20 s of the restart"
+            ));
+        }
+        Ok(())
+    }
+
     async fn run(&mut self, kind: Kind, profile: &Profile, window_end: Instant) -> anyhow::Result<()> {
         match kind {
             Kind::LeaderKill => {
@@ -351,6 +452,14 @@ impl Nemesis<'_> {
                 self.wait(profile.hold).await;
                 self.cluster.resume(follower)?;
                 self.healed(i);
+            }
+            Kind::CrashPoints => {
+                let points =
+                    ["log_before_fsync", "log_after_fsync_before_ack", "sm_apply_before_commit_offset"];
+                for (key, point) in (0..KEYS).zip(points) {
+                    self.crash_leader_at(point, key).await?;
+                }
+                self.crash_registry_at("meta_before_assign").await?;
             }
             Kind::KillAll => {
                 let mut result = Ok(());
@@ -466,7 +575,7 @@ fn judge(
         if let (Some(got), Some(limit)) = (f.gap_ms, f.gap_limit_ms)
             && got > limit
         {
-            failures.push(format!("{} at {} ms: writes stalled {got} ms (limit {limit})", f.fault, f.at_ms));
+            failures.push(format!("{} at {} ms: a send waited {got} ms (limit {limit})", f.fault, f.at_ms));
         }
     }
     for (name, anomaly) in &report.anomalies {
@@ -499,14 +608,14 @@ pub async fn run(
     std::fs::create_dir_all(&dir)?;
     let topology = Topology::create(3, options.netns)?;
     let network = format!("{:?}", topology.mode).to_lowercase();
-    let mut cluster = ChaosCluster::start(topology, 3, &dir, &options.sluiced)?;
+    let mut cluster = ChaosCluster::start(topology, 3, &dir, &options.sluiced, options.sabotage.clone())?;
     let groups = wait_ready(&cluster).await?;
 
     let recorder = Arc::new(Recorder::new(std::time::Instant::now()));
     let config = WorkloadConfig {
         topic: TOPIC.into(),
         keys: KEYS,
-        workers: WORKERS,
+        workers: profile.workers,
         op_timeout: Duration::from_secs(5),
         crash_every: Duration::from_secs(20),
     };
@@ -516,15 +625,22 @@ pub async fn run(
     let window_start = start + profile.warmup;
     let window_end = window_start + profile.window;
     let load_end = window_end + profile.recovery;
-    let workers: Vec<_> = (0..WORKERS)
+    let workers: Vec<_> = (0..profile.workers)
         .map(|_| tokio::spawn(workload::run_worker(shared.clone(), rng.fork(), load_end)))
         .collect();
 
     tokio::time::sleep_until(window_start).await;
-    let mut nemesis =
-        Nemesis { cluster: &mut cluster, groups: &groups, recorder: &recorder, faults: Vec::new(), rng };
+    let mut nemesis = Nemesis {
+        cluster: &mut cluster,
+        groups: &groups,
+        recorder: &recorder,
+        faults: Vec::new(),
+        problems: Vec::new(),
+        rng,
+    };
     let nemesis_result = nemesis.run(kind, profile, window_end).await;
     let mut faults = std::mem::take(&mut nemesis.faults);
+    let nemesis_problems = std::mem::take(&mut nemesis.problems);
     // Heal everything, whatever happened.
     cluster.topology.heal()?;
     cluster.restore_all()?;
@@ -555,15 +671,18 @@ pub async fn run(
         if let (Some(key), Outcome::Installed) = (f.key, f.outcome) {
             let at_ns = f.at_ms * 1_000_000;
             f.recovery_ms =
-                times.get(&key).and_then(|t| t.iter().find(|t| **t > at_ns)).map(|t| t / 1_000_000 - f.at_ms);
+                checker::first_ack_invoked_after(&history, key, at_ns).map(|t| t / 1_000_000 - f.at_ms);
+            let healed_ns = f.healed_ms.map_or(load_end_ns, |h| h * 1_000_000);
+            f.gap_ms = Some(checker::max_send_wait(&history, key, at_ns, healed_ns) / 1_000_000);
         }
     }
     let warmup_acked = times.values().flatten().filter(|t| **t <= window_start_ns).count();
     let warmup_acked_per_s =
         f64::from(u32::try_from(warmup_acked).unwrap_or(u32::MAX)) / profile.warmup.as_secs_f64();
 
-    let (invalid, failures) =
+    let (invalid, mut failures) =
         judge(&report, profile, warmup_acked_per_s, &faults, &final_writes_failed, &drain_short, &replicas);
+    failures.extend(nemesis_problems);
 
     let result = ScenarioResult {
         scenario: kind.name().into(),

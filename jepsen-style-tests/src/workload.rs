@@ -73,10 +73,9 @@ impl Client {
         let cluster = Cluster::new(&shared.addrs)?;
         let producer = Producer::new(
             cluster.clone(),
-            ProducerConfig {
-                delivery_timeout_ms: u64::try_from(shared.config.op_timeout.as_millis()).unwrap_or(u64::MAX),
-                ..ProducerConfig::default()
-            },
+            // The producer keeps retrying a batch well past the op's own timeout, across leader
+            // changes: those retries are what the dedup window must absorb.
+            ProducerConfig { delivery_timeout_ms: 30_000, ..ProducerConfig::default() },
         );
         Ok(Client { producer, cluster, consumers: BTreeMap::new() })
     }

@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", NodeConfig::template());
         return Ok(());
     }
+    let _crash_points = sluice_storage::CrashPoints::from_env();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

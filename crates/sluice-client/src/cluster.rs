@@ -20,6 +20,11 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(35);
 /// fails its calls within interval + timeout instead of holding them for `CALL_TIMEOUT`.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Metadata is answered from any broker's memory: one that takes longer is stuck (paused, cut
+/// off, or still handshaking), and the next broker is asked instead.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(1);
+/// A producer id is a registry write (one commit), so it gets a little longer.
+const INIT_PRODUCER_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The largest message the client accepts (a fetch answer).
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -92,7 +97,9 @@ impl Cluster {
         let mut failures = Vec::new();
         for addr in self.rotated() {
             let mut client = MetadataClient::new(self.channel(addr)?);
-            match client.metadata(pb::MetadataRequest { topics: vec![topic.to_string()] }).await {
+            let mut request = tonic::Request::new(pb::MetadataRequest { topics: vec![topic.to_string()] });
+            request.set_timeout(METADATA_TIMEOUT);
+            match client.metadata(request).await {
                 Ok(response) => {
                     let response = response.into_inner();
                     let Some(t) = response.topics.into_iter().find(|t| t.name == topic) else {
@@ -163,7 +170,9 @@ impl Cluster {
         let mut failures = Vec::new();
         for addr in self.rotated() {
             let mut client = ProducerClient::new(self.channel(addr)?);
-            match client.init_producer(pb::InitProducerRequest {}).await {
+            let mut request = tonic::Request::new(pb::InitProducerRequest {});
+            request.set_timeout(INIT_PRODUCER_TIMEOUT);
+            match client.init_producer(request).await {
                 Ok(response) => {
                     let response = response.into_inner();
                     match response.error.filter(|e| e.code != 0) {

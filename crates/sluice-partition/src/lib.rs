@@ -6,6 +6,7 @@
 //! Raft glue (`sluice-raft`) persists [`PartitionState`] and feeds it committed batches.
 //! Main types: [`PartitionState`], [`BatchOutcome`].
 
+mod sabotage;
 mod state;
 
 pub use state::{

@@ -130,6 +130,7 @@ impl RaftStateMachine<C> for MetaStateMachine {
             };
             replies.push((responder, response));
         }
+        sluice_storage::crash_point("meta_before_assign");
         // Not fsynced: the log is, and re-applying it rebuilds this after a crash.
         self.persist(Durability::Buffered).await?;
         self.published.send_replace(Arc::new(self.view.clone()));

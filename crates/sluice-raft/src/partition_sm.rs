@@ -411,6 +411,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         if checkpoint_due {
             self.put_checkpoint(&mut batch);
         }
+        sluice_storage::crash_point("sm_apply_before_commit_offset");
         if !batch.is_empty() {
             // Not fsynced: everything here can be rebuilt by re-applying the durable log.
             self.storage.write(batch, Durability::Buffered).await.map_err(io_error)?;
@@ -462,6 +463,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: Bytes) -> Result<(), io::Error> {
+        sluice_storage::crash_point("snapshot_before_install");
         let partition = PartitionState::from_bytes(&snapshot)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot data: {e}")))?;
         self.current = Checkpoint {

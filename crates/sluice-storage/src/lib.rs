@@ -12,12 +12,14 @@
 //! [`Batch`].
 
 mod batch;
+mod crash;
 mod error;
 mod keys;
 mod storage;
 mod writer;
 
 pub use batch::Batch;
+pub use crash::{CRASH_POINTS, CrashPoints, arm_crash_point, crash_point};
 pub use error::StorageError;
 pub use keys::{AppliedKey, RaftStateKey};
 pub use storage::{GroupStorage, IndexedEntry, OffsetIndexEntry, Storage, StorageOptions, StorageStats};

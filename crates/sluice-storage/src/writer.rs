@@ -181,7 +181,9 @@ fn run_syncer(db: &DB, rx: &std_mpsc::Receiver<SyncJob>, stats: &WriterStats, po
         }
         // Everything these callbacks wait for was written before their job was queued, so one
         // WAL fsync now covers all of them.
+        crate::crash_point("log_before_fsync");
         let result = poison.check().and_then(|()| db.flush_wal(true).map_err(StorageError::from));
+        crate::crash_point("log_after_fsync_before_ack");
         if let Err(error) = &result {
             poison.set(error);
         }

@@ -231,3 +231,17 @@ fn gaps_are_measured_across_the_window() {
     assert_eq!(max_gap_in(&times[..3], 3 * s, 9 * s), 6 * s);
     assert_eq!(max_gap_in(&[], 3 * s, 9 * s), 6 * s);
 }
+
+#[test]
+fn recovery_counts_from_the_first_send_invoked_after_the_fault() {
+    let mut h = History::default();
+    // Ops are 1 µs apart. Value 1 is invoked at 0 and acked at 3 µs, across the fault at 4 µs
+    // would not count; value 3 is invoked at 4 µs and acked at 5 µs.
+    h.invoke_send(1, 0, 1);
+    h.send(2, 1, 2, 0);
+    h.complete_send(1, 0, 1, OpType::Ok, Some(0));
+    h.send(3, 0, 3, 1);
+    assert_eq!(first_ack_invoked_after(&h.ops, 0, 4_000), Some(5_000));
+    assert_eq!(first_ack_invoked_after(&h.ops, 0, 0), Some(3_000));
+    assert_eq!(first_ack_invoked_after(&h.ops, 1, 4_000), None);
+}

@@ -59,13 +59,21 @@ impl ChaosCluster {
         let controllers: Vec<String> =
             (1..=n).map(|id| format!("{{ id = {id}, addr = \"{}\" }}", topology.grpc_addr(id))).collect();
         for id in 1..=n {
+            let overrides: Vec<String> = topology
+                .peer_overrides(id)
+                .iter()
+                .map(|(addr, via)| format!("\"{addr}\" = \"{via}\""))
+                .collect();
             let config = format!(
-                "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{grpc}\"\nhttp_addr = \"{http}\"\n\
-                 controllers = [{controllers}]\n\n{NODE_CONFIG}",
+                "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{bind}\"\nadvertised_addr = \"{grpc}\"\n\
+                 http_addr = \"{http}\"\ncontrollers = [{controllers}]\npeer_dial_overrides = {{ {overrides} }}\n\n\
+                 {NODE_CONFIG}",
                 data = dir.join(format!("node{id}")).display(),
+                bind = topology.bind_addr(id),
                 grpc = topology.grpc_addr(id),
                 http = topology.http_addr(id),
                 controllers = controllers.join(", "),
+                overrides = overrides.join(", "),
             );
             std::fs::write(dir.join(format!("node{id}.toml")), config)?;
         }

@@ -7,6 +7,7 @@ pub mod checker;
 pub mod cluster;
 pub mod history;
 pub mod net;
+pub mod proxy;
 pub mod replicas;
 pub mod rng;
 pub mod scenario;

@@ -35,7 +35,7 @@ enum Command {
         /// The sluiced binary (default: beside this one).
         #[arg(long)]
         sluiced: Option<PathBuf>,
-        /// Run on loopback even as root (network faults are then skipped: INVALID).
+        /// Run on loopback behind userspace proxies even as root (the mode used without root).
         #[arg(long)]
         loopback: bool,
         /// Break the nodes on purpose (`SLUICE_SABOTAGE`, e.g. skip-dedup; debug builds only).

@@ -2,12 +2,18 @@
 //! with the clients in the root namespace (CHAOS.md §4.1). Partitions are iptables rules inside
 //! a node's namespace, so client traffic and peer traffic can be cut separately.
 //!
-//! Without root (or without `ip`/`iptables`) the nodes run on loopback instead and network faults
-//! report themselves as skipped, which makes a scenario that needs them INVALID, not passed.
+//! Without root (or without `ip`/`iptables`) the nodes run on loopback behind userspace proxies
+//! instead ([`crate::proxy`]): one in front of each node for its clients, and one per ordered
+//! pair of nodes for peer traffic (each node dials its peers through its own proxies, by the
+//! `peer_dial_overrides` of its config), so the same faults can be injected without root.
 
+use std::collections::BTreeMap;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+use crate::proxy::{Faults, Proxy};
 
 const BRIDGE: &str = "sluice-br0";
 const SUBNET: &str = "10.77.0";
@@ -15,22 +21,31 @@ const SUBNET: &str = "10.77.0";
 pub const CLIENT_IP: &str = "10.77.0.254";
 const GRPC_PORT: u16 = 7000;
 const HTTP_PORT: u16 = 8000;
-/// Loopback mode's first port; node `i` uses `LOOPBACK_BASE + 10 * i` (+1 for HTTP).
+/// Loopback mode's first port; node `i` listens on `LOOPBACK_BASE + 10 * i` (+1 for HTTP, +2 for
+/// its clients' proxy, +2+j for the proxy node j dials it through).
 const LOOPBACK_BASE: u16 = 27_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Network namespaces and iptables: every fault is available.
     Netns,
-    /// Loopback only: process faults work, network faults are skipped.
+    /// Loopback behind userspace proxies: every fault works, without root.
     Loopback,
 }
 
-/// The nodes' network. Dropping it removes the namespaces and the bridge.
+/// The nodes' network. Dropping it removes the namespaces and the bridge (or stops the proxies).
 #[derive(Debug)]
 pub struct Topology {
     pub mode: Mode,
     nodes: Vec<u64>,
+    /// Loopback mode: node id → the proxy its clients use.
+    client_proxies: BTreeMap<u64, Proxy>,
+    /// Loopback mode: (from, to) → the proxy `from` dials `to` through.
+    peer_proxies: BTreeMap<(u64, u64), Proxy>,
+}
+
+fn loopback(id: u64, offset: u64) -> String {
+    format!("127.0.0.1:{}", u64::from(LOOPBACK_BASE) + 10 * id + offset)
 }
 
 fn ns(id: u64) -> String {
@@ -57,13 +72,28 @@ fn netns_available() -> bool {
 }
 
 impl Topology {
-    /// Builds the network for nodes `1..=n`: namespaces when possible (`want_netns`), else loopback.
-    pub fn create(n: u64, want_netns: bool) -> anyhow::Result<Topology> {
+    /// Builds the network for nodes `1..=n`: namespaces when possible (`want_netns`), else
+    /// loopback with proxies.
+    pub async fn create(n: u64, want_netns: bool) -> anyhow::Result<Topology> {
         let nodes: Vec<u64> = (1..=n).collect();
         if !(want_netns && netns_available()) {
-            return Ok(Topology { mode: Mode::Loopback, nodes });
+            let mut client_proxies = BTreeMap::new();
+            let mut peer_proxies = BTreeMap::new();
+            for to in &nodes {
+                let target = loopback(*to, 0);
+                client_proxies.insert(*to, Proxy::start(&loopback(*to, 2), &target).await?);
+                for from in nodes.iter().filter(|from| *from != to) {
+                    peer_proxies.insert((*from, *to), Proxy::start(&loopback(*to, 2 + from), &target).await?);
+                }
+            }
+            return Ok(Topology { mode: Mode::Loopback, nodes, client_proxies, peer_proxies });
         }
-        let topology = Topology { mode: Mode::Netns, nodes };
+        let topology = Topology {
+            mode: Mode::Netns,
+            nodes,
+            client_proxies: BTreeMap::new(),
+            peer_proxies: BTreeMap::new(),
+        };
         // A previous run killed before its cleanup may have left these behind.
         topology.teardown();
         run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
@@ -89,20 +119,40 @@ impl Topology {
         let _ = run("ip", &["link", "del", BRIDGE]);
     }
 
-    pub fn grpc_addr(&self, id: u64) -> String {
+    /// Where node `id` listens for gRPC.
+    pub fn bind_addr(&self, id: u64) -> String {
         match self.mode {
             Mode::Netns => format!("{}:{GRPC_PORT}", node_ip(id)),
-            Mode::Loopback => format!("127.0.0.1:{}", LOOPBACK_BASE + 10 * u16::try_from(id).unwrap_or(0)),
+            Mode::Loopback => loopback(id, 0),
+        }
+    }
+
+    /// Where clients (and, before any override, peers) reach node `id`.
+    pub fn grpc_addr(&self, id: u64) -> String {
+        match self.mode {
+            Mode::Netns => self.bind_addr(id),
+            Mode::Loopback => loopback(id, 2),
         }
     }
 
     pub fn http_addr(&self, id: u64) -> String {
         match self.mode {
             Mode::Netns => format!("{}:{HTTP_PORT}", node_ip(id)),
-            Mode::Loopback => {
-                format!("127.0.0.1:{}", LOOPBACK_BASE + 10 * u16::try_from(id).unwrap_or(0) + 1)
-            }
+            Mode::Loopback => loopback(id, 1),
         }
+    }
+
+    /// Node `id`'s `peer_dial_overrides`: each peer's client address → `id`'s proxy to it.
+    pub fn peer_overrides(&self, id: u64) -> Vec<(String, String)> {
+        self.peer_proxies
+            .iter()
+            .filter(|((from, _), _)| *from == id)
+            .map(|((_, to), proxy)| (self.grpc_addr(*to), proxy.listen.clone()))
+            .collect()
+    }
+
+    fn peer_proxy(&self, from: u64, to: u64) -> anyhow::Result<&Proxy> {
+        self.peer_proxies.get(&(from, to)).ok_or_else(|| anyhow::anyhow!("no proxy from node {from} to {to}"))
     }
 
     /// The command that runs `program` as node `id` (inside its namespace).
@@ -125,17 +175,16 @@ impl Topology {
         run("ip", &full)
     }
 
-    fn require_netns(&self, what: &str) -> anyhow::Result<()> {
-        if self.mode == Mode::Netns {
-            Ok(())
-        } else {
-            Err(anyhow::Error::new(Unsupported(format!("{what} needs network namespaces (run as root)"))))
-        }
-    }
-
     /// Cuts all traffic between `id` and each of `peers`, both ways.
     pub fn isolate(&self, id: u64, peers: &[u64]) -> anyhow::Result<()> {
-        self.require_netns("a partition")?;
+        if self.mode == Mode::Loopback {
+            let stall = Faults { stall_requests: true, stall_responses: true, delay: Duration::ZERO };
+            for p in peers {
+                self.peer_proxy(id, *p)?.set(stall);
+                self.peer_proxy(*p, id)?.set(stall);
+            }
+            return Ok(());
+        }
         for p in peers {
             let ip = node_ip(*p);
             Self::iptables(id, &["-A", "INPUT", "-s", &ip, "-j", "DROP"])?;
@@ -146,19 +195,47 @@ impl Topology {
 
     /// `id` stops receiving from `from` (one-way: `id` can still send to it).
     pub fn drop_inbound(&self, id: u64, from: u64) -> anyhow::Result<()> {
-        self.require_netns("a one-way partition")?;
+        if self.mode == Mode::Loopback {
+            self.peer_proxy(from, id)?.update(|f| f.stall_requests = true);
+            self.peer_proxy(id, from)?.update(|f| f.stall_responses = true);
+            return Ok(());
+        }
         Self::iptables(id, &["-A", "INPUT", "-s", &node_ip(from), "-j", "DROP"])
     }
 
     /// Drops everything `id` sends to the clients: requests arrive and are processed, responses
     /// are lost (the client times out with its outcome unknown).
     pub fn cut_client_responses(&self, id: u64) -> anyhow::Result<()> {
-        self.require_netns("a client cut")?;
+        if self.mode == Mode::Loopback {
+            let proxy =
+                self.client_proxies.get(&id).ok_or_else(|| anyhow::anyhow!("no proxy for node {id}"))?;
+            proxy.update(|f| f.stall_responses = true);
+            return Ok(());
+        }
         Self::iptables(id, &["-A", "OUTPUT", "-d", CLIENT_IP, "-j", "DROP"])
+    }
+
+    /// Delays every peer message to and from `id` by `delay` (loopback proxies only: there is no
+    /// netem in this kernel).
+    pub fn delay_peers(&self, id: u64, delay: Duration) -> anyhow::Result<()> {
+        if self.mode != Mode::Loopback {
+            return Err(anyhow::Error::new(Unsupported(
+                "delays need the loopback proxies (--loopback)".into(),
+            )));
+        }
+        for ((from, to), proxy) in &self.peer_proxies {
+            if *from == id || *to == id {
+                proxy.update(|f| f.delay = delay);
+            }
+        }
+        Ok(())
     }
 
     /// Removes every rule on every node.
     pub fn heal(&self) -> anyhow::Result<()> {
+        for proxy in self.client_proxies.values().chain(self.peer_proxies.values()) {
+            proxy.set(Faults::PASS);
+        }
         if self.mode == Mode::Netns {
             for id in &self.nodes {
                 Self::iptables(*id, &["-F"])?;

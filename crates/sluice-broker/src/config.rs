@@ -2,6 +2,7 @@
 //! [`NodeConfig::validate`] before anything starts. `cluster-configs/` holds examples and
 //! `NodeConfig::template()` prints every key with its default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,11 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     /// The nodes that replicate the registry (Raft group 0). The lowest id forms it on first start.
     pub controllers: Vec<ControllerConfig>,
+    /// Node-to-node connections for the first address go to the second instead (a proxy or NAT
+    /// between nodes); clients still use the advertised addresses. The fault tests route peer
+    /// traffic through their proxies with this.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer_dial_overrides: BTreeMap<String, String>,
     pub raft: RaftConfig,
     pub liveness: LivenessConfig,
     pub storage: StorageConfig,
@@ -103,6 +109,7 @@ impl Default for NodeConfig {
             advertised_addr: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             controllers: vec![ControllerConfig { id: 1, addr: "127.0.0.1:7000".into() }],
+            peer_dial_overrides: BTreeMap::new(),
             raft: RaftConfig::default(),
             liveness: LivenessConfig::default(),
             storage: StorageConfig::default(),
@@ -268,7 +275,8 @@ impl NodeConfig {
         format!(
             "# Sluice node configuration. Every key is optional; shown are the defaults (a single\n\
              # node serving alone). See cluster-configs/ for a three-node cluster on one machine.\n\
-             # advertised_addr = \"host:port\"  # how others reach grpc_addr; defaults to grpc_addr\n\n{body}"
+             # advertised_addr = \"host:port\"  # how others reach grpc_addr; defaults to grpc_addr\n\
+             # peer_dial_overrides = {{ \"host:port\" = \"proxy:port\" }}  # node-to-node dials via a proxy\n\n{body}"
         )
     }
 

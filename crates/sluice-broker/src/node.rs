@@ -314,7 +314,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let clients = Arc::new(Clients::default());
+    let clients = Arc::new(Clients::new(config.peer_dial_overrides.clone()));
     let transport: Arc<dyn Transport> = Arc::new(GrpcTransport::new(clients.clone()));
     let dispatcher = Arc::new(RaftDispatcher::default());
     let settings = config.raft_settings();

@@ -339,6 +339,16 @@ impl std::fmt::Debug for GroupNetwork {
     }
 }
 
+/// The shortest time any peer RPC is given. openraft allows `AppendEntries` (heartbeats included)
+/// one heartbeat interval; on a link whose round trip is longer than that (a slow network, a peer
+/// busy with a large fsync) no append would ever be acknowledged and the group could commit
+/// nothing. Found by the fault tests' slow-network scenario (75 ms each way).
+const RPC_TTL_FLOOR: Duration = Duration::from_secs(1);
+
+fn rpc_ttl(option: &RPCOption) -> Duration {
+    option.hard_ttl().max(RPC_TTL_FLOOR)
+}
+
 async fn with_ttl<T>(
     ttl: Duration,
     fut: impl Future<Output = Result<T, TransportError>>,
@@ -368,7 +378,7 @@ impl<C: GroupConfig> RaftNetworkV2<C> for GroupNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
         let req = conv::append_request_to_pb(self.group.0, &rpc);
-        let resp = with_ttl(option.hard_ttl(), self.transport.append_entries(self.target, &self.addr, req))
+        let resp = with_ttl(rpc_ttl(&option), self.transport.append_entries(self.target, &self.addr, req))
             .await
             .map_err(|e| rpc_error::<C>(&e))?;
         conv::append_response_from_pb(resp).map_err(|e| decode_error::<C>(&e))
@@ -376,7 +386,7 @@ impl<C: GroupConfig> RaftNetworkV2<C> for GroupNetwork {
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         let req = conv::vote_request_to_pb(self.group.0, &rpc, false);
-        let resp = with_ttl(option.hard_ttl(), self.transport.vote(self.target, &self.addr, req))
+        let resp = with_ttl(rpc_ttl(&option), self.transport.vote(self.target, &self.addr, req))
             .await
             .map_err(|e| rpc_error::<C>(&e))?;
         conv::vote_response_from_pb(resp).map_err(|e| decode_error::<C>(&e))
@@ -388,7 +398,7 @@ impl<C: GroupConfig> RaftNetworkV2<C> for GroupNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
         let req = conv::vote_request_to_pb(self.group.0, &rpc, true);
-        let resp = with_ttl(option.hard_ttl(), self.transport.vote(self.target, &self.addr, req))
+        let resp = with_ttl(rpc_ttl(&option), self.transport.vote(self.target, &self.addr, req))
             .await
             .map_err(|e| rpc_error::<C>(&e))?;
         conv::vote_response_from_pb(resp).map_err(|e| decode_error::<C>(&e))
@@ -409,7 +419,7 @@ impl<C: GroupConfig> RaftNetworkV2<C> for GroupNetwork {
             ),
             data: snapshot.snapshot,
         };
-        let send = with_ttl(option.hard_ttl(), self.transport.install_snapshot(self.target, &self.addr, req));
+        let send = with_ttl(rpc_ttl(&option), self.transport.install_snapshot(self.target, &self.addr, req));
         let resp = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             resp = send => resp,

@@ -76,30 +76,39 @@ impl Topology {
     /// loopback with proxies.
     pub async fn create(n: u64, want_netns: bool) -> anyhow::Result<Topology> {
         let nodes: Vec<u64> = (1..=n).collect();
-        if !(want_netns && netns_available()) {
-            let mut client_proxies = BTreeMap::new();
-            let mut peer_proxies = BTreeMap::new();
-            for to in &nodes {
-                let target = loopback(*to, 0);
-                client_proxies.insert(*to, Proxy::start(&loopback(*to, 2), &target).await?);
-                for from in nodes.iter().filter(|from| *from != to) {
-                    peer_proxies.insert((*from, *to), Proxy::start(&loopback(*to, 2 + from), &target).await?);
-                }
+        if want_netns && netns_available() {
+            let topology = Topology {
+                mode: Mode::Netns,
+                nodes: nodes.clone(),
+                client_proxies: BTreeMap::new(),
+                peer_proxies: BTreeMap::new(),
+            };
+            match topology.build_netns() {
+                Ok(()) => return Ok(topology),
+                // Dropping it removes whatever was built.
+                Err(e) => println!("  network namespaces unavailable ({e:#}): using loopback proxies"),
             }
-            return Ok(Topology { mode: Mode::Loopback, nodes, client_proxies, peer_proxies });
         }
-        let topology = Topology {
-            mode: Mode::Netns,
-            nodes,
-            client_proxies: BTreeMap::new(),
-            peer_proxies: BTreeMap::new(),
-        };
+        let mut client_proxies = BTreeMap::new();
+        let mut peer_proxies = BTreeMap::new();
+        for to in &nodes {
+            let target = loopback(*to, 0);
+            client_proxies.insert(*to, Proxy::start(&loopback(*to, 2), &target).await?);
+            for from in nodes.iter().filter(|from| *from != to) {
+                peer_proxies.insert((*from, *to), Proxy::start(&loopback(*to, 2 + from), &target).await?);
+            }
+        }
+        Ok(Topology { mode: Mode::Loopback, nodes, client_proxies, peer_proxies })
+    }
+
+    /// The bridge, one namespace per node with its veth, and a check that iptables works inside.
+    fn build_netns(&self) -> anyhow::Result<()> {
         // A previous run killed before its cleanup may have left these behind.
-        topology.teardown();
+        self.teardown();
         run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
         run("ip", &["addr", "add", &format!("{CLIENT_IP}/24"), "dev", BRIDGE])?;
         run("ip", &["link", "set", BRIDGE, "up"])?;
-        for id in &topology.nodes {
+        for id in &self.nodes {
             let (ns, veth) = (ns(*id), format!("sluice-v{id}"));
             run("ip", &["netns", "add", &ns])?;
             run("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
@@ -107,8 +116,9 @@ impl Topology {
             run("ip", &["-n", &ns, "addr", "add", &format!("{}/24", node_ip(*id)), "dev", "eth0"])?;
             run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
             run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+            Self::iptables(*id, &["-L", "-n"])?;
         }
-        Ok(topology)
+        Ok(())
     }
 
     fn teardown(&self) {

@@ -23,8 +23,10 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Metadata is answered from any broker's memory: one that takes longer is stuck (paused, cut
 /// off, or still handshaking), and the next broker is asked instead.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(1);
-/// A producer id is a registry write (one commit), so it gets a little longer.
-const INIT_PRODUCER_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a broker that failed to answer is asked last.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
+/// A producer id is one registry write; a broker that cannot get one in a second is asked last.
+const INIT_PRODUCER_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest message the client accepts (a fetch answer).
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -44,6 +46,8 @@ pub struct Cluster {
     /// Rotates which bootstrap broker is asked first, so that one with a stale view (cut off
     /// from the cluster) cannot answer every question.
     rotation: AtomicUsize,
+    /// Brokers that lately failed to answer (timed out, unreachable), and since when.
+    suspects: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Cluster {
@@ -57,6 +61,7 @@ impl Cluster {
             channels: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
             rotation: AtomicUsize::new(0),
+            suspects: Mutex::new(HashMap::new()),
         };
         for addr in bootstrap {
             cluster.channel(addr)?;
@@ -96,7 +101,7 @@ impl Cluster {
         }
         let mut failures = Vec::new();
         for addr in self.rotated() {
-            let mut client = MetadataClient::new(self.channel(addr)?);
+            let mut client = MetadataClient::new(self.channel(&addr)?);
             let mut request = tonic::Request::new(pb::MetadataRequest { topics: vec![topic.to_string()] });
             request.set_timeout(METADATA_TIMEOUT);
             match client.metadata(request).await {
@@ -122,7 +127,10 @@ impl Cluster {
                         .insert(topic.to_string(), meta.clone());
                     return Ok(meta);
                 }
-                Err(status) => failures.push(format!("{addr}: {}", status.message())),
+                Err(status) => {
+                    self.suspect(&addr);
+                    failures.push(format!("{addr}: {}", status.message()));
+                }
             }
         }
         Err(ClientError::Unreachable(failures.join("; ")))
@@ -147,10 +155,24 @@ impl Cluster {
         }))
     }
 
-    /// The bootstrap brokers, starting from the next one in turn.
-    fn rotated(&self) -> impl Iterator<Item = &String> {
+    /// The bootstrap brokers, starting from the next one in turn; brokers that failed to answer
+    /// lately come last.
+    fn rotated(&self) -> Vec<String> {
         let start = self.rotation.fetch_add(1, Ordering::Relaxed) % self.bootstrap.len();
-        self.bootstrap[start..].iter().chain(&self.bootstrap[..start])
+        let mut order: Vec<String> =
+            self.bootstrap[start..].iter().chain(&self.bootstrap[..start]).cloned().collect();
+        let mut suspects = self.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        suspects.retain(|_, since| since.elapsed() < SUSPECT_FOR);
+        order.sort_by_key(|addr| suspects.contains_key(addr));
+        order
+    }
+
+    /// `addr` did not answer: ask it last for a while.
+    fn suspect(&self, addr: &str) {
+        let mut suspects = self.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if suspects.len() < self.bootstrap.len() * 2 {
+            suspects.insert(addr.to_string(), std::time::Instant::now());
+        }
     }
 
     /// Remembers a leader learned from a `NOT_LEADER` answer.
@@ -169,7 +191,7 @@ impl Cluster {
     pub async fn init_producer(&self) -> Result<(u64, u32), ClientError> {
         let mut failures = Vec::new();
         for addr in self.rotated() {
-            let mut client = ProducerClient::new(self.channel(addr)?);
+            let mut client = ProducerClient::new(self.channel(&addr)?);
             let mut request = tonic::Request::new(pb::InitProducerRequest {});
             request.set_timeout(INIT_PRODUCER_TIMEOUT);
             match client.init_producer(request).await {
@@ -180,7 +202,10 @@ impl Cluster {
                         None => return Ok((response.producer_id, response.producer_epoch)),
                     }
                 }
-                Err(status) => failures.push(format!("{addr}: {}", status.message())),
+                Err(status) => {
+                    self.suspect(&addr);
+                    failures.push(format!("{addr}: {}", status.message()));
+                }
             }
         }
         Err(ClientError::Unreachable(failures.join("; ")))

@@ -152,20 +152,17 @@ impl ChaosCluster {
     }
 
     /// SIGTERM and wait for the node to drain and exit (SIGKILL after `grace`).
-    pub fn stop(&mut self, id: u64, grace: Duration) -> anyhow::Result<()> {
+    pub async fn stop(&mut self, id: u64, grace: Duration) -> anyhow::Result<()> {
         self.resume(id)?;
         self.signal(id, Signal::TERM)?;
-        let node = self.node(id);
-        let Some(mut child) = node.child.take() else { return Ok(()) };
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if child.try_wait()?.is_some() {
-                return Ok(());
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.is_running(id) {
+            if tokio::time::Instant::now() > deadline {
+                return self.kill(id);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        child.kill()?;
-        child.wait()?;
+        self.node(id).child = None;
         Ok(())
     }
 

@@ -44,10 +44,18 @@ pub enum Kind {
     /// 16: every peer message of the leader delayed 75 ms, then of a follower (always runs on
     /// the loopback proxies: this kernel has no netem).
     SlowNetwork,
+    /// 7: the registry leader cut off from its peers; partitions led elsewhere keep serving and
+    /// a topic can be created on the majority side.
+    RegistryIsolate,
+    /// 8: one-way drops in a ring (1 hears nothing from 2, 2 nothing from 3, 3 nothing from 1):
+    /// each node sees a majority, no two the same one.
+    Ring,
+    /// 10: every node in turn stopped with SIGTERM (draining) and restarted.
+    RollingRestart,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 11] = [
         Kind::LeaderKill,
         Kind::LeaderPause,
         Kind::ClientCutKill,
@@ -56,14 +64,18 @@ impl Kind {
         Kind::KillAll,
         Kind::CrashPoints,
         Kind::SlowNetwork,
+        Kind::RegistryIsolate,
+        Kind::Ring,
+        Kind::RollingRestart,
     ];
-    pub const QUICK: [Kind; 6] = [
+    pub const QUICK: [Kind; 7] = [
         Kind::LeaderKill,
         Kind::LeaderPause,
         Kind::ClientCutKill,
         Kind::LeaderIsolate,
         Kind::FollowerFaults,
         Kind::CrashPoints,
+        Kind::RegistryIsolate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +88,9 @@ impl Kind {
             Kind::KillAll => "kill-all",
             Kind::CrashPoints => "crash-points",
             Kind::SlowNetwork => "slow-network",
+            Kind::RegistryIsolate => "registry-isolate",
+            Kind::Ring => "ring",
+            Kind::RollingRestart => "rolling-restart",
         }
     }
 
@@ -395,6 +410,100 @@ impl Nemesis<'_> {
         Ok(())
     }
 
+    /// Cuts the registry leader off from its peers; meanwhile a partition led by another node must
+    /// keep serving, and a topic creation (asked of the other nodes) must complete.
+    async fn isolate_registry_leader(&mut self, profile: &Profile) -> anyhow::Result<()> {
+        let addrs = self.cluster.addrs();
+        let Some(meta_leader) =
+            poll_until(Duration::from_secs(10), || async { status(&addrs).await?.meta_leader }).await
+        else {
+            bail!("no registry leader");
+        };
+        let mut key = None;
+        for k in 0..KEYS {
+            if self.leader(k).await.is_some_and(|l| l != meta_leader) {
+                key = Some(k);
+                break;
+            }
+        }
+        let peers: Vec<u64> = self.cluster.ids().into_iter().filter(|id| *id != meta_leader).collect();
+        let result = self.cluster.topology.isolate(meta_leader, &peers);
+        let i = self.record("isolate-registry-leader", Some(meta_leader), key, result);
+        // Partitions led on the majority side do not notice (scenario 7: keep serving).
+        self.limits(i, None, Some(2_000));
+        let majority: Vec<String> = peers.iter().map(|id| self.cluster.topology.grpc_addr(*id)).collect();
+        let admin = sluice_client::Admin::new(&majority)?;
+        let started = Instant::now();
+        let created = poll_until(profile.hold, || async {
+            match admin.create_topic("chaos-during-isolation", 1, 2, pb::TopicConfig::default()).await {
+                Ok(_) => Some(()),
+                Err(sluice_client::ClientError::Refused { code, .. }) if code == "TOPIC_EXISTS" => Some(()),
+                Err(_) => None,
+            }
+        })
+        .await;
+        let took = started.elapsed();
+        match created {
+            Some(()) => {
+                println!("  topic created on the majority side {} ms into the isolation", took.as_millis());
+            }
+            None => self.problems.push(format!(
+                "no topic could be created on the majority side within {} s of isolating the registry leader",
+                profile.hold.as_secs()
+            )),
+        }
+        // Scenario 7: registry changes stall at most 5 s, then succeed.
+        if created.is_some() && took > Duration::from_secs(5) {
+            self.problems.push(format!("topic creation stalled {} ms (limit 5 s)", took.as_millis()));
+        }
+        tokio::time::sleep_until(started + profile.hold).await;
+        self.cluster.topology.heal()?;
+        self.healed(i);
+        Ok(())
+    }
+
+    /// One-way drops in a ring for `hold`; afterwards every key must take writes within 10 s.
+    async fn ring(&mut self, profile: &Profile) -> anyhow::Result<()> {
+        let ids = self.cluster.ids();
+        let mut result = Ok(());
+        for (i, id) in ids.iter().enumerate() {
+            let from = ids[(i + 1) % ids.len()];
+            if let Err(e) = self.cluster.topology.drop_inbound(*id, from) {
+                result = Err(e);
+            }
+        }
+        let i = self.record("ring-one-way-drops", None, None, result);
+        self.wait(profile.hold).await;
+        self.cluster.topology.heal()?;
+        self.healed(i);
+        // Full service within 10 s of the heal, on every key.
+        for key in 0..KEYS {
+            let j = self.record("ring-healed", None, Some(key), Ok(()));
+            self.limits(j, Some(10_000), None);
+        }
+        Ok(())
+    }
+
+    /// SIGTERM (a draining stop) and restart of every node in turn.
+    async fn rolling_restart(&mut self) -> anyhow::Result<()> {
+        for id in self.cluster.ids() {
+            let led: Vec<Key> = {
+                let addrs = self.cluster.addrs();
+                let s = status(&addrs).await;
+                (0..KEYS)
+                    .filter(|k| s.as_ref().and_then(|s| leader_of(s, self.groups[*k as usize])) == Some(id))
+                    .collect()
+            };
+            let result = self.cluster.stop(id, Duration::from_secs(15)).await;
+            let i = self.record("sigterm-restart", Some(id), led.first().copied(), result);
+            self.limits(i, Some(5_000), None);
+            self.cluster.start_node(id)?;
+            self.healed(i);
+            self.wait(Duration::from_secs(5)).await;
+        }
+        Ok(())
+    }
+
     async fn run(&mut self, kind: Kind, profile: &Profile, window_end: Instant) -> anyhow::Result<()> {
         match kind {
             Kind::LeaderKill => {
@@ -471,6 +580,9 @@ impl Nemesis<'_> {
                 }
                 self.crash_registry_at("meta_before_assign").await?;
             }
+            Kind::RegistryIsolate => self.isolate_registry_leader(profile).await?,
+            Kind::Ring => self.ring(profile).await?,
+            Kind::RollingRestart => self.rolling_restart().await?,
             Kind::SlowNetwork => {
                 let delay = Duration::from_millis(75);
                 let Some(leader) = self.leader(0).await else { bail!("no leader to slow down") };

@@ -166,13 +166,23 @@ impl Node {
                 leader_addr: self.meta_leader().and_then(|l| self.addr_of(l)),
             });
         };
-        match meta.write(command).await {
-            Ok(response) => Ok(response),
-            Err(AppendFailure::NotLeader { leader }) => {
+        // A leader cut off from its peers would hold the command forever.
+        let deadline = 3 * self.election_timeout_max();
+        match tokio::time::timeout(deadline, meta.write(command)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(AppendFailure::NotLeader { leader })) => {
                 Err(ApiError::NotLeader { leader_addr: leader.and_then(|l| self.addr_of(l)) })
             }
-            Err(AppendFailure::Indeterminate(e)) => Err(ApiError::Unavailable(e)),
+            Ok(Err(AppendFailure::Indeterminate(e))) => Err(ApiError::Unavailable(e)),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "registry change not committed within {} ms; outcome unknown",
+                deadline.as_millis()
+            ))),
         }
+    }
+
+    fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(self.config.raft.election_timeout_max_ms)
     }
 
     /// Proposes a registry change on the registry leader, wherever it is, and returns what
@@ -201,7 +211,11 @@ impl Node {
                 }
                 let Ok(mut client) = self.clients.node(&addr) else { continue };
                 let mut request = tonic::Request::new(ProposeRequest { command: body.clone().into() });
-                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                // One target may be a leader that lost its quorum: give it two election timeouts
+                // (time for the others to elect), not the whole deadline.
+                request.set_timeout(
+                    deadline.saturating_duration_since(Instant::now()).min(2 * self.election_timeout_max()),
+                );
                 match client.propose(request).await {
                     Ok(response) => {
                         let response: MetaResponse = serde_json::from_slice(&response.into_inner().response)

@@ -141,7 +141,6 @@ fn resolve(node: &Node, topic: &str, partition: u32) -> Result<(GroupId, Option<
     Ok((group, node.partition(group)))
 }
 
-/// The leader of a group as far as this node knows.
 /// The leader this node knows of. A local replica's view wins; but a replica that thinks it
 /// leads and has not heard from a quorum within the election timeout (cut off from its peers, or
 /// just back from a pause) may have been deposed already, so it does not name itself: clients

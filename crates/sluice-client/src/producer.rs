@@ -254,7 +254,7 @@ impl PartitionWorker {
                 pending.push(p);
             }
             if self.config.idempotent && identity.is_none() {
-                match self.cluster.init_producer().await {
+                match self.init_identity().await {
                     Ok(id) => {
                         identity = Some(id);
                         sequence = 0;
@@ -307,6 +307,23 @@ impl PartitionWorker {
                     // be refused or misread as a duplicate. A fresh producer id starts clean.
                     identity = None;
                     fail(pending, &e);
+                }
+            }
+        }
+    }
+
+    /// A producer id from the registry, asked again with back-off until the delivery timeout:
+    /// the registry may be electing a leader.
+    async fn init_identity(&self) -> Result<(u64, u32), ClientError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.delivery_timeout_ms);
+        let mut backoff = Duration::from_millis(self.config.retry_backoff_ms.max(1));
+        loop {
+            match self.cluster.init_producer().await {
+                Ok(identity) => return Ok(identity),
+                Err(e) if tokio::time::Instant::now() + backoff > deadline => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }

@@ -71,7 +71,11 @@ async fn accept(listener: TcpListener, target: String, faults: watch::Receiver<F
     let open = Arc::new(AtomicUsize::new(0));
     let mut pumps = tokio::task::JoinSet::new();
     loop {
-        let Ok((inbound, _)) = listener.accept().await else { continue };
+        let Ok((inbound, _)) = listener.accept().await else {
+            // Out of descriptors, say: back off instead of spinning on the error.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
         if open.load(Ordering::Relaxed) >= CONNECTIONS_MAX {
             continue;
         }

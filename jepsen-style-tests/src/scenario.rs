@@ -342,6 +342,22 @@ impl Nemesis<'_> {
         Ok(())
     }
 
+    /// Whether arming `point` on node `id` took: the node stopping at the point proves it, even
+    /// when the arming request got no answer because the node crashed before replying (a busy
+    /// leader reaches `log_after_fsync_before_ack` within microseconds).
+    async fn armed_and_crashed(
+        &mut self,
+        id: u64,
+        point: &str,
+        armed: anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let crashed = self.crashed_at(id, point).await;
+        match (armed, crashed) {
+            (_, Ok(())) => Ok(()),
+            (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(e),
+        }
+    }
+
     /// Arms `point` on the leader of `key`'s partition, which then stops dead there; restarts it.
     async fn crash_leader_at(&mut self, point: &str, key: Key) -> anyhow::Result<()> {
         let fault = format!("crash-at-{point}");
@@ -349,10 +365,8 @@ impl Nemesis<'_> {
             self.record(&fault, None, Some(key), Err(anyhow::anyhow!("no leader")));
             return Ok(());
         };
-        let result = match arm_crash_point(&self.cluster.topology.http_addr(leader), point, "return").await {
-            Ok(()) => self.crashed_at(leader, point).await,
-            Err(e) => Err(e),
-        };
+        let armed = arm_crash_point(&self.cluster.topology.http_addr(leader), point, "return").await;
+        let result = self.armed_and_crashed(leader, point, armed).await;
         let i = self.record(&fault, Some(leader), Some(key), result);
         self.limits(i, Some(5_000), None);
         self.wait(DOWN_FOR).await;

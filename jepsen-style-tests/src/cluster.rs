@@ -1,7 +1,7 @@
 //! Three real `sluiced` processes: start, kill -9, stop, pause, resume; who leads what.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -45,7 +45,12 @@ pub struct ChaosCluster {
     /// `SLUICE_SABOTAGE` for the nodes: a deliberately broken (debug) build.
     sabotage: Option<String>,
     nodes: Vec<Node>,
+    /// Each node's directory is a tmpfs of this many bytes (root only), so its disk can fill.
+    disk_bytes: Option<u64>,
 }
+
+/// The file that fills a node's disk.
+const FILLER: &str = "filler";
 
 impl ChaosCluster {
     /// Writes the configs of nodes `1..=n` (all controllers) under `dir` and starts them.
@@ -55,6 +60,7 @@ impl ChaosCluster {
         dir: &Path,
         sluiced: &Path,
         sabotage: Option<String>,
+        disk_bytes: Option<u64>,
     ) -> anyhow::Result<ChaosCluster> {
         let controllers: Vec<String> =
             (1..=n).map(|id| format!("{{ id = {id}, addr = \"{}\" }}", topology.grpc_addr(id))).collect();
@@ -68,7 +74,7 @@ impl ChaosCluster {
                 "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{bind}\"\nadvertised_addr = \"{grpc}\"\n\
                  http_addr = \"{http}\"\ncontrollers = [{controllers}]\npeer_dial_overrides = {{ {overrides} }}\n\n\
                  {NODE_CONFIG}",
-                data = dir.join(format!("node{id}")).display(),
+                data = dir.join(format!("node{id}")).join("data").display(),
                 bind = topology.bind_addr(id),
                 grpc = topology.grpc_addr(id),
                 http = topology.http_addr(id),
@@ -83,7 +89,27 @@ impl ChaosCluster {
             sluiced: sluiced.to_path_buf(),
             sabotage,
             nodes: (0..n).map(|_| Node { child: None, paused: false }).collect(),
+            disk_bytes,
         };
+        if let Some(bytes) = disk_bytes {
+            for id in 1..=n {
+                let root = cluster.disk_root(id);
+                std::fs::create_dir_all(&root)?;
+                let size = format!("size={bytes}");
+                let out = std::process::Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+                    .arg(&root)
+                    .output()
+                    .context("running mount")?;
+                if !out.status.success() {
+                    bail!(
+                        "mount tmpfs on {}: {}",
+                        root.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+            }
+        }
         for id in 1..=n {
             cluster.start_node(id)?;
         }
@@ -106,6 +132,60 @@ impl ChaosCluster {
         &mut self.nodes[usize::try_from(id).unwrap_or(usize::MAX) - 1]
     }
 
+    /// The directory holding node `id`'s data directory (its own tmpfs when disks are sized).
+    pub fn disk_root(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}"))
+    }
+
+    /// Fills node `id`'s disk (a tmpfs: see `disk_bytes`) until `leave` bytes are free, or to
+    /// the last byte; returns the bytes written. The loop is bounded by the disk's size.
+    pub fn fill_disk(&self, id: u64, leave: u64) -> anyhow::Result<u64> {
+        use std::io::Write;
+        let Some(size) = self.disk_bytes else {
+            return Err(anyhow::Error::new(crate::net::Unsupported("the cluster has no sized disks".into())));
+        };
+        let chunk = vec![0xA5_u8; 1 << 16];
+        let root = self.disk_root(id);
+        let free = || rustix::fs::statvfs(&root).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize));
+        let mut file = std::fs::File::create(root.join(FILLER))?;
+        let mut written = 0_u64;
+        if leave > 0 {
+            for _ in 0..=size / chunk.len() as u64 {
+                if free() <= leave + chunk.len() as u64 {
+                    break;
+                }
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+            }
+            file.sync_all()?;
+            return Ok(written);
+        }
+        for _ in 0..=size / chunk.len() as u64 {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Whatever is left (less than a chunk) goes byte by byte, bounded the same way.
+        for _ in 0..chunk.len() {
+            match file.write(&chunk[..1]) {
+                Ok(1) => written += 1,
+                _ => break,
+            }
+        }
+        Ok(written)
+    }
+
+    /// Frees what [`ChaosCluster::fill_disk`] took.
+    pub fn free_disk(&self, id: u64) -> anyhow::Result<()> {
+        match std::fs::remove_file(self.disk_root(id).join(FILLER)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     pub fn log_path(&self, id: u64) -> PathBuf {
         self.dir.join(format!("node{id}.log"))
     }
@@ -126,7 +206,7 @@ impl ChaosCluster {
             .arg("--config")
             .arg(self.dir.join(format!("node{id}.toml")))
             .env("RUST_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", self.sluiced.display()))?;
@@ -209,6 +289,11 @@ impl ChaosCluster {
 impl Drop for ChaosCluster {
     fn drop(&mut self) {
         self.kill_all();
+        if self.disk_bytes.is_some() {
+            for id in self.ids() {
+                let _ = std::process::Command::new("umount").arg(self.disk_root(id)).output();
+            }
+        }
     }
 }
 

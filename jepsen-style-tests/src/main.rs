@@ -95,7 +95,16 @@ async fn main() -> anyhow::Result<ExitCode> {
                 other => anyhow::bail!("unknown profile {other} (quick or full)"),
             };
             let kinds: Vec<Kind> = if scenarios.is_empty() {
-                if profile.name == "quick" { Kind::QUICK.to_vec() } else { Kind::ALL.to_vec() }
+                let all = if profile.name == "quick" { Kind::QUICK.to_vec() } else { Kind::ALL.to_vec() };
+                all.into_iter()
+                    .filter(|k| match k.unavailable() {
+                        Some(why) => {
+                            println!("sluice-chaos: leaving out {}: it {why}", k.name());
+                            false
+                        }
+                        None => true,
+                    })
+                    .collect()
             } else {
                 scenarios
                     .iter()

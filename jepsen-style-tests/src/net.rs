@@ -241,6 +241,38 @@ impl Topology {
         Ok(())
     }
 
+    /// Drops each packet to and from `id`'s peers with probability `percent`/100 (netns only:
+    /// iptables' `statistic` match; the loopback proxies relay streams, not packets).
+    pub fn lossy_peers(&self, id: u64, percent: u32) -> anyhow::Result<()> {
+        if self.mode != Mode::Netns {
+            return Err(anyhow::Error::new(Unsupported("packet loss needs network namespaces".into())));
+        }
+        let probability = format!("{:.2}", f64::from(percent.min(100)) / 100.0);
+        for p in self.nodes.iter().filter(|p| **p != id) {
+            let ip = node_ip(*p);
+            for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+                Self::iptables(
+                    id,
+                    &[
+                        "-A",
+                        chain,
+                        dir,
+                        &ip,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        &probability,
+                        "-j",
+                        "DROP",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes every rule on every node.
     pub fn heal(&self) -> anyhow::Result<()> {
         for proxy in self.client_proxies.values().chain(self.peer_proxies.values()) {

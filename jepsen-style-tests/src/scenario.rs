@@ -52,10 +52,15 @@ pub enum Kind {
     Ring,
     /// 10: every node in turn stopped with SIGTERM (draining) and restarted.
     RollingRestart,
+    /// 13: a follower's disk fills up, then the leader's (each node on its own tmpfs; root only).
+    DiskFull,
+    /// 17: every 10 s a random few of {kill, pause, isolate, client cut, packet loss} on random
+    /// nodes, about a quarter of the periods quiet.
+    Mixed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::LeaderKill,
         Kind::LeaderPause,
         Kind::ClientCutKill,
@@ -67,6 +72,8 @@ impl Kind {
         Kind::RegistryIsolate,
         Kind::Ring,
         Kind::RollingRestart,
+        Kind::DiskFull,
+        Kind::Mixed,
     ];
     pub const QUICK: [Kind; 7] = [
         Kind::LeaderKill,
@@ -91,7 +98,27 @@ impl Kind {
             Kind::RegistryIsolate => "registry-isolate",
             Kind::Ring => "ring",
             Kind::RollingRestart => "rolling-restart",
+            Kind::DiskFull => "disk-full",
+            Kind::Mixed => "mixed",
         }
+    }
+
+    /// Why this scenario cannot run here, if it cannot.
+    pub fn unavailable(self) -> Option<&'static str> {
+        (self == Kind::DiskFull && !rustix::process::geteuid().is_root())
+            .then_some("needs root to mount a size-capped tmpfs per node")
+    }
+
+    /// The acknowledged sends a valid run must reach: the profile's, except where the faults
+    /// leave no quorum for much of the window by design (mixed: two faults at once, 3 of 4
+    /// periods), which halves it.
+    fn min_acked(self, profile: &Profile) -> usize {
+        if self == Kind::Mixed { profile.min_acked / 2 } else { profile.min_acked }
+    }
+
+    /// Each node's disk size, for scenarios that fill disks.
+    fn disk_bytes(self) -> Option<u64> {
+        (self == Kind::DiskFull).then_some(256 << 20)
     }
 
     /// Needs the userspace proxies whatever the environment offers.
@@ -518,6 +545,101 @@ impl Nemesis<'_> {
         Ok(())
     }
 
+    /// Fills node `id`'s disk for `hold`, frees it and restarts the node (scenario 13: it must
+    /// rejoin; the final replica check proves it caught up).
+    async fn fill_disk(
+        &mut self,
+        fault: &str,
+        id: u64,
+        leave: u64,
+        hold: Duration,
+        recovery_ms: Option<u64>,
+        gap_ms: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let result = self
+            .cluster
+            .fill_disk(id, leave)
+            .map(|bytes| println!("  filled node {id}'s disk with {bytes} bytes, leaving {leave}"));
+        let i = self.record(fault, Some(id), Some(0), result);
+        self.limits(i, recovery_ms, gap_ms);
+        self.wait(hold).await;
+        self.cluster.free_disk(id)?;
+        if self.cluster.is_running(id) {
+            self.cluster.kill(id)?;
+        } else {
+            println!("  node {id} had exited by itself: {}", last_line(&self.cluster.log_path(id)));
+        }
+        self.cluster.start_node(id)?;
+        self.healed(i);
+        Ok(())
+    }
+
+    /// Scenario 13: a follower's disk full, a leader's below its floor, a leader's full.
+    async fn disk_full(&mut self, profile: &Profile) -> anyhow::Result<()> {
+        // A follower's disk full to the last byte: key 0's leader does not need it
+        // (scenario 13: the cluster stays available; the node stops at its first failed
+        // write).
+        let Some(follower) = self.follower(0).await else { bail!("no follower") };
+        self.fill_disk("fill-follower-disk", follower, 0, profile.hold, None, Some(2_000)).await?;
+        self.wait(Duration::from_secs(5)).await;
+        // The leader's disk below its floor (64 MiB in NODE_CONFIG): it must refuse
+        // writes, never acknowledge falsely, and hand its leadership to a node with
+        // space.
+        let Some(leader) = self.leader(0).await else { bail!("no leader") };
+        let leave = 16 << 20;
+        self.fill_disk("leader-disk-below-floor", leader, leave, profile.hold, Some(5_000), Some(4_000))
+            .await?;
+        self.wait(Duration::from_secs(5)).await;
+        // And a leader's disk full to the last byte.
+        let Some(leader) = self.leader(0).await else { bail!("no leader") };
+        self.fill_disk("fill-leader-disk", leader, 0, profile.hold, Some(5_000), None).await?;
+        Ok(())
+    }
+
+    /// Scenario 17: random faults in 10 s periods, each healed before the next.
+    async fn mixed(&mut self, window_end: Instant) -> anyhow::Result<()> {
+        const PERIOD: Duration = Duration::from_secs(10);
+        const HOLD: Duration = Duration::from_secs(6);
+        let mut faults = vec!["kill", "pause", "isolate", "cut-clients"];
+        if self.cluster.topology.mode == crate::net::Mode::Netns {
+            faults.push("lossy-peers");
+        }
+        while Instant::now() + PERIOD <= window_end {
+            let next = Instant::now() + PERIOD;
+            if self.rng.below(4) == 0 {
+                println!("  nemesis {:>6} ms: quiet period", self.now_ms());
+            } else {
+                let mut installed = Vec::new();
+                // One or two faults, on different nodes.
+                let first = 1 + self.rng.below(3);
+                let targets = if self.rng.below(2) == 0 { vec![first] } else { vec![first, 1 + first % 3] };
+                for id in targets {
+                    let fault = faults[usize::try_from(self.rng.below(faults.len() as u64)).unwrap_or(0)];
+                    let result = match fault {
+                        "kill" => self.cluster.kill(id),
+                        "pause" => self.cluster.pause(id),
+                        "isolate" => {
+                            let peers: Vec<u64> =
+                                self.cluster.ids().into_iter().filter(|p| *p != id).collect();
+                            self.cluster.topology.isolate(id, &peers)
+                        }
+                        "cut-clients" => self.cluster.topology.cut_client_responses(id),
+                        _ => self.cluster.topology.lossy_peers(id, 50),
+                    };
+                    installed.push(self.record(&format!("mixed-{fault}"), Some(id), None, result));
+                }
+                self.wait(HOLD).await;
+                self.cluster.topology.heal()?;
+                self.cluster.restore_all()?;
+                for i in installed {
+                    self.healed(i);
+                }
+            }
+            tokio::time::sleep_until(next.min(window_end)).await;
+        }
+        Ok(())
+    }
+
     async fn run(&mut self, kind: Kind, profile: &Profile, window_end: Instant) -> anyhow::Result<()> {
         match kind {
             Kind::LeaderKill => {
@@ -597,6 +719,8 @@ impl Nemesis<'_> {
             Kind::RegistryIsolate => self.isolate_registry_leader(profile).await?,
             Kind::Ring => self.ring(profile).await?,
             Kind::RollingRestart => self.rolling_restart().await?,
+            Kind::DiskFull => self.disk_full(profile).await?,
+            Kind::Mixed => self.mixed(window_end).await?,
             Kind::SlowNetwork => {
                 let delay = Duration::from_millis(75);
                 let Some(leader) = self.leader(0).await else { bail!("no leader to slow down") };
@@ -688,7 +812,7 @@ async fn wait_ready(cluster: &ChaosCluster) -> anyhow::Result<Vec<u64>> {
 /// Why a run is INVALID (too light, faults never installed) and why it FAILED.
 fn judge(
     report: &Report,
-    profile: &Profile,
+    min_acked: usize,
     warmup_acked_per_s: f64,
     faults: &[FaultRecord],
     final_writes_failed: &[Key],
@@ -699,8 +823,8 @@ fn judge(
     if warmup_acked_per_s < 50.0 {
         invalid.push(format!("{warmup_acked_per_s:.0} ok sends/s before the first fault (minimum 50)"));
     }
-    if report.sends_ok < profile.min_acked {
-        invalid.push(format!("{} acked sends (minimum {})", report.sends_ok, profile.min_acked));
+    if report.sends_ok < min_acked {
+        invalid.push(format!("{} acked sends (minimum {min_acked})", report.sends_ok));
     }
     let mut by_fault: BTreeMap<&str, bool> = BTreeMap::new();
     for f in faults {
@@ -763,7 +887,17 @@ pub async fn run(
     std::fs::create_dir_all(&dir)?;
     let topology = Topology::create(3, options.netns && !kind.needs_proxies()).await?;
     let network = format!("{:?}", topology.mode).to_lowercase();
-    let mut cluster = ChaosCluster::start(topology, 3, &dir, &options.sluiced, options.sabotage.clone())?;
+    if let Some(why) = kind.unavailable() {
+        bail!("{} cannot run here: it {why}", kind.name());
+    }
+    let mut cluster = ChaosCluster::start(
+        topology,
+        3,
+        &dir,
+        &options.sluiced,
+        options.sabotage.clone(),
+        kind.disk_bytes(),
+    )?;
     let groups = wait_ready(&cluster).await?;
 
     let recorder = Arc::new(Recorder::new(std::time::Instant::now()));
@@ -835,8 +969,15 @@ pub async fn run(
     let warmup_acked_per_s =
         f64::from(u32::try_from(warmup_acked).unwrap_or(u32::MAX)) / profile.warmup.as_secs_f64();
 
-    let (invalid, mut failures) =
-        judge(&report, profile, warmup_acked_per_s, &faults, &final_writes_failed, &drain_short, &replicas);
+    let (invalid, mut failures) = judge(
+        &report,
+        kind.min_acked(profile),
+        warmup_acked_per_s,
+        &faults,
+        &final_writes_failed,
+        &drain_short,
+        &replicas,
+    );
     failures.extend(nemesis_problems);
 
     let result = ScenarioResult {
@@ -867,6 +1008,11 @@ pub async fn run(
         }
     }
     Ok(result)
+}
+
+/// The last line of a node's log (why it stopped, when it stopped by itself).
+fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default().lines().last().unwrap_or_default().to_string()
 }
 
 pub fn out_dir_default() -> PathBuf {

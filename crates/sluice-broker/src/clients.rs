@@ -140,4 +140,21 @@ impl Transport for GrpcTransport {
                 .map_err(|s| transport_error(target, &s))
         })
     }
+
+    fn transfer_leader(
+        &self,
+        target: u64,
+        addr: &str,
+        req: pb::TransferLeaderRequest,
+    ) -> BoxFuture<Result<pb::TransferLeaderResponse, TransportError>> {
+        let client = self.clients.raft(addr);
+        Box::pin(async move {
+            let mut client = client?;
+            client
+                .transfer_leader(req)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| transport_error(target, &s))
+        })
+    }
 }

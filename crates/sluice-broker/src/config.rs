@@ -97,6 +97,9 @@ const COLUMN_FAMILIES: u64 = 5;
 pub struct StorageConfig {
     pub write_buffer_bytes: usize,
     pub block_cache_bytes: usize,
+    /// Memtable flushes and compactions bypass the page cache (`O_DIRECT`) where the
+    /// filesystem allows it; ignored where it does not.
+    pub direct_io_flush: bool,
 }
 
 impl Default for NodeConfig {
@@ -150,7 +153,7 @@ impl Default for LivenessConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { write_buffer_bytes: 32 << 20, block_cache_bytes: 128 << 20 }
+        StorageConfig { write_buffer_bytes: 32 << 20, block_cache_bytes: 128 << 20, direct_io_flush: true }
     }
 }
 

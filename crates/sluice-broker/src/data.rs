@@ -95,8 +95,13 @@ impl Admission {
         disk.1
     }
 
+    /// Whether the disk's free space is below the floor (produce answers BUSY).
+    pub fn disk_low(&self, node: &Node) -> bool {
+        self.disk_free(node) < self.disk_free_min
+    }
+
     fn try_admit(&self, node: &Node, group: GroupId, bytes: usize) -> Result<AdmissionPermit, pb::Error> {
-        if self.disk_free(node) < self.disk_free_min {
+        if self.disk_low(node) {
             return Err(self.busy("disk free space is below the floor"));
         }
         let needed = units(bytes as u64);

@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let config = match &args.config {
         Some(path) => NodeConfig::load(path)?,
@@ -44,18 +45,25 @@ async fn main() -> anyhow::Result<()> {
         "sluiced node {} serving gRPC on {} and HTTP on {}",
         handle.node.id, handle.grpc_addr, handle.http_addr
     );
-    wait_for_signal(&handle.node.shutdown).await?;
-    handle.shutdown().await;
-    Ok(())
-}
-
-/// Waits for SIGTERM or Ctrl-C (or an internal fatal error that cancelled the node).
-async fn wait_for_signal(cancelled: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
         _ = term.recv() => tracing::info!("terminated"),
-        () = cancelled.cancelled() => tracing::warn!("node stopped itself"),
+        () = handle.node.shutdown.cancelled() => tracing::warn!("node stopped itself"),
+        reason = handle.node.storage.failed() => {
+            // Fail-stop: a node that cannot write must not keep its leaderships (they would
+            // answer nothing but errors) nor attempt a draining shutdown that writes. Everything
+            // it acknowledged is already fsynced; its peers take over its partitions.
+            tracing::error!(
+                %reason,
+                "storage failed: stopping now; restart the node once the disk is fixed (docs/OPERATIONS.md)"
+            );
+            std::process::exit(EXIT_STORAGE_FAILED);
+        }
     }
+    handle.shutdown().await;
     Ok(())
 }
+
+/// The exit status of a node stopped by a failed write or fsync (`EX_IOERR`).
+const EXIT_STORAGE_FAILED: i32 = 74;

@@ -315,6 +315,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         &StorageOptions {
             write_buffer_bytes: config.storage.write_buffer_bytes,
             block_cache_bytes: config.storage.block_cache_bytes,
+            direct_io_flush: config.storage.direct_io_flush,
         },
     )
     .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
@@ -382,6 +383,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     tasks.push(("reconciler", tokio::spawn(crate::reconciler::run(node.clone()))));
     tasks.push(("peers", tokio::spawn(crate::peers::run(node.clone()))));
     tasks.push(("quiescer", tokio::spawn(crate::peers::quiesce(node.clone()))));
+    tasks.push(("leadership-shedder", tokio::spawn(crate::peers::shed_leadership(node.clone()))));
     Ok(NodeHandle { node, grpc_addr, http_addr, tasks })
 }
 

@@ -114,6 +114,18 @@ impl RaftService for RaftRpc {
             .map(Response::new)
             .map_err(dispatch_status)
     }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        self.node
+            .dispatcher
+            .transfer_leader(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(dispatch_status)
+    }
 }
 
 struct NodeControl {

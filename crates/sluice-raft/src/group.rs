@@ -140,6 +140,15 @@ impl GroupRpc for WakingRpc {
         self.hibernation.wake();
         self.inner.install_snapshot(req)
     }
+
+    fn transfer_leader(
+        &self,
+        req: pb::TransferLeaderRequest,
+    ) -> BoxFuture<Result<pb::TransferLeaderResponse, String>> {
+        // The target campaigns at once: it must be awake to.
+        self.hibernation.wake();
+        self.inner.transfer_leader(req)
+    }
 }
 
 /// One partition replica on this node.

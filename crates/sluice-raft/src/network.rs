@@ -17,7 +17,8 @@ use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError,
 use openraft::impls::BasicNode;
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
@@ -65,6 +66,12 @@ pub trait Transport: Send + Sync + 'static {
         addr: &str,
         req: pb::InstallSnapshotRequest,
     ) -> BoxFuture<Result<pb::InstallSnapshotResponse, TransportError>>;
+    fn transfer_leader(
+        &self,
+        target: u64,
+        addr: &str,
+        req: pb::TransferLeaderRequest,
+    ) -> BoxFuture<Result<pb::TransferLeaderResponse, TransportError>>;
 }
 
 /// The receiving side of one group: decodes a message, hands it to the group's Raft.
@@ -78,6 +85,10 @@ pub trait GroupRpc: Send + Sync + 'static {
         &self,
         req: pb::InstallSnapshotRequest,
     ) -> BoxFuture<Result<pb::InstallSnapshotResponse, String>>;
+    fn transfer_leader(
+        &self,
+        req: pb::TransferLeaderRequest,
+    ) -> BoxFuture<Result<pb::TransferLeaderResponse, String>>;
 }
 
 /// Adapts a `Raft` whose snapshots are bytes to [`GroupRpc`].
@@ -121,6 +132,18 @@ where
             let request = conv::append_request_from_pb::<C>(req).map_err(|e| e.to_string())?;
             let response = raft.append_entries(request).await.map_err(|e| e.to_string())?;
             Ok(conv::append_response_to_pb(&response))
+        })
+    }
+
+    fn transfer_leader(
+        &self,
+        req: pb::TransferLeaderRequest,
+    ) -> BoxFuture<Result<pb::TransferLeaderResponse, String>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let request = conv::transfer_request_from_pb::<C>(req).map_err(|e| e.to_string())?;
+            let response = raft.handle_transfer_leader(request).await.map_err(|e| e.to_string())?;
+            Ok(conv::transfer_response_to_pb(&response))
         })
     }
 
@@ -199,6 +222,13 @@ impl RaftDispatcher {
         req: pb::InstallSnapshotRequest,
     ) -> Result<pb::InstallSnapshotResponse, DispatchError> {
         self.group(req.group_id)?.install_snapshot(req).await.map_err(DispatchError::Failed)
+    }
+
+    pub async fn transfer_leader(
+        &self,
+        req: pb::TransferLeaderRequest,
+    ) -> Result<pb::TransferLeaderResponse, DispatchError> {
+        self.group(req.group_id)?.transfer_leader(req).await.map_err(DispatchError::Failed)
     }
 }
 
@@ -293,6 +323,16 @@ impl Transport for LocalTransport {
     ) -> BoxFuture<Result<pb::InstallSnapshotResponse, TransportError>> {
         let route = self.network.route(self.from, target);
         Box::pin(async move { route?.install_snapshot(req).await.map_err(|e| dispatch_error(target, e)) })
+    }
+
+    fn transfer_leader(
+        &self,
+        target: u64,
+        _addr: &str,
+        req: pb::TransferLeaderRequest,
+    ) -> BoxFuture<Result<pb::TransferLeaderResponse, TransportError>> {
+        let route = self.network.route(self.from, target);
+        Box::pin(async move { route?.transfer_leader(req).await.map_err(|e| dispatch_error(target, e)) })
     }
 }
 
@@ -402,6 +442,18 @@ impl<C: GroupConfig> RaftNetworkV2<C> for GroupNetwork {
             .await
             .map_err(|e| rpc_error::<C>(&e))?;
         conv::vote_response_from_pb(resp).map_err(|e| decode_error::<C>(&e))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        let req = conv::transfer_request_to_pb(self.group.0, &req);
+        let resp = with_ttl(rpc_ttl(&option), self.transport.transfer_leader(self.target, &self.addr, req))
+            .await
+            .map_err(|e| rpc_error::<C>(&e))?;
+        conv::transfer_response_from_pb(&resp).map_err(|e| decode_error::<C>(&e))
     }
 
     async fn full_snapshot(

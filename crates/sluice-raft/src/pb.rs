@@ -3,7 +3,10 @@
 
 use openraft::LogId;
 use openraft::impls::leader_id_adv::LeaderId;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest,
+    VoteResponse,
+};
 use sluice_proto::raft as pb;
 
 use crate::codec::{self, CodecError};
@@ -81,6 +84,45 @@ pub(crate) fn vote_response_from_pb<C: GroupConfig>(
         vote_granted: resp.vote_granted,
         last_log_id: log_id_from_pb(resp.last_log_id)?,
     })
+}
+
+pub(crate) fn transfer_request_to_pb<C: GroupConfig>(
+    group_id: u64,
+    req: &TransferLeaderRequest<C>,
+) -> pb::TransferLeaderRequest {
+    pb::TransferLeaderRequest {
+        group_id,
+        from_leader: Some(vote_to_pb(req.from_leader())),
+        to: *req.to_node_id(),
+        last_log_id: req.last_log_id().map(log_id_to_pb),
+    }
+}
+
+pub(crate) fn transfer_request_from_pb<C: GroupConfig>(
+    req: pb::TransferLeaderRequest,
+) -> Result<TransferLeaderRequest<C>, CodecError> {
+    Ok(TransferLeaderRequest::new(vote_from_pb(req.from_leader)?, req.to, log_id_from_pb(req.last_log_id)?))
+}
+
+pub(crate) fn transfer_response_to_pb<C: GroupConfig>(
+    resp: &TransferLeaderResponse<C>,
+) -> pb::TransferLeaderResponse {
+    let rejected = match resp {
+        Ok(()) => Vec::new(),
+        Err(e) => serde_json::to_vec(e).expect("a transfer rejection is always serializable"),
+    };
+    pb::TransferLeaderResponse { rejected: rejected.into() }
+}
+
+pub(crate) fn transfer_response_from_pb<C: GroupConfig>(
+    resp: &pb::TransferLeaderResponse,
+) -> Result<TransferLeaderResponse<C>, CodecError> {
+    if resp.rejected.is_empty() {
+        return Ok(Ok(()));
+    }
+    serde_json::from_slice(&resp.rejected)
+        .map(Err)
+        .map_err(|e| CodecError::Invalid { what: "transfer rejection", detail: e.to_string() })
 }
 
 pub(crate) fn append_request_to_pb<C: GroupConfig>(

@@ -54,21 +54,41 @@ pub(crate) struct WriterStats {
 
 /// The first failure of a write or fsync. Once set, every later write fails with it.
 #[derive(Debug, Default)]
-pub(crate) struct Poison(Mutex<Option<String>>);
+pub(crate) struct Poison {
+    reason: Mutex<Option<String>>,
+    set: tokio::sync::Notify,
+}
 
 impl Poison {
+    fn reason(&self) -> Option<String> {
+        self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     pub(crate) fn check(&self) -> Result<(), StorageError> {
-        match &*self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            Some(reason) => Err(StorageError::Poisoned(reason.clone())),
+        match self.reason() {
+            Some(reason) => Err(StorageError::Poisoned(reason)),
             None => Ok(()),
         }
     }
 
     fn set(&self, error: &StorageError) {
-        let mut guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.is_none() {
             tracing::error!(%error, "storage write failed; refusing all further writes");
             *guard = Some(error.to_string());
+            self.set.notify_waiters();
+        }
+    }
+
+    /// Resolves, with the reason, once a write or fsync has failed.
+    pub(crate) async fn failed(&self) -> String {
+        loop {
+            // Registered before the check, so a failure between the two still wakes us.
+            let notified = self.set.notified();
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            notified.await;
         }
     }
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The standard produce benchmark on the three-node cluster (started if needed): 100 B and 1 KiB
 # records, 1 and 4 producers, 1 and 12 partitions, replication 3, acks after a majority fsynced.
+# Every run writes to a topic of its own, created empty and deleted afterwards, as the peer
+# baselines recreate their stream or queue before each measurement (shared/peers/bench).
 # Prints one RESULT line per run in the peer baselines' format (shared/peers/README.md), appends
 # them to data/bench/results.log, and ends with a table.
 # Env: COUNT (records per run, default 200000), SECS (time cap per run, default 30),
@@ -14,35 +16,50 @@ mkdir -p "$out_dir"
 log="$out_dir/results.log"
 
 "$repo/scripts/start-cluster.sh" >/dev/null
+load1() { cut -d' ' -f1 /proc/loadavg; }
+record() { echo "$(date -u +%FT%TZ) $1" >>"$log"; }
+# A fresh, empty topic (a leftover of an interrupted run is deleted first).
+fresh() { bin/sluice topic delete "$1" >/dev/null 2>&1 || true; }
 run() {
   local line
   line="$(bin/sluice bench produce "$@" | grep '^RESULT')"
-  echo "$line inflight_setting=$INFLIGHT load1=$(cut -d' ' -f1 /proc/loadavg)"
-  echo "$(date -u +%FT%TZ) $line inflight_setting=$INFLIGHT" >>"$log"
+  echo "$line inflight_setting=$INFLIGHT load1=$(load1)"
+  record "$line inflight_setting=$INFLIGHT"
+}
+consume() {
+  local line
+  line="$(bin/sluice bench consume "$@" --secs "$SECS" | grep '^RESULT')"
+  echo "$line load1=$(load1)"
+  record "$line"
 }
 
 lines=()
+consumed=()
 for size in 100 1024; do
   for partitions in 1 12; do
     for producers in 1 4; do
-      lines+=("$(run --topic "bench-p$partitions" --partitions "$partitions" --size "$size" --records "$COUNT" \
+      topic="bench-s$size-p$partitions-n$producers"
+      fresh "$topic"
+      lines+=("$(run --topic "$topic" --partitions "$partitions" --size "$size" --records "$COUNT" \
         --secs "$SECS" --producers "$producers" --inflight "$INFLIGHT")")
       echo "${lines[-1]}"
+      # Consumption of what the 100 B four-producer runs wrote, pulled and pushed.
+      if [ "$size" = 100 ] && [ "$producers" = 4 ]; then
+        for mode in pull push; do
+          consumed+=("$(consume --topic "$topic" --mode "$mode")")
+          echo "${consumed[-1]}"
+        done
+      fi
+      bin/sluice topic delete "$topic" >/dev/null
     done
   done
   # One record in flight: the latency of a single acknowledged publish.
-  lines+=("$(run --topic bench-p1 --partitions 1 --size "$size" --records "$LAT_COUNT" --secs 15 --producers 1 \
+  topic="bench-s$size-latency"
+  fresh "$topic"
+  lines+=("$(run --topic "$topic" --partitions 1 --size "$size" --records "$LAT_COUNT" --secs 15 --producers 1 \
     --inflight 1 --linger-ms 0)")
   echo "${lines[-1]}"
-done
-
-# Consumption of everything the runs above wrote, pulled and pushed.
-for partitions in 1 12; do
-  for mode in pull push; do
-    line="$(bin/sluice bench consume --topic "bench-p$partitions" --secs "$SECS" --mode "$mode" | grep '^RESULT')"
-    echo "$line load1=$(cut -d' ' -f1 /proc/loadavg)"
-    echo "$(date -u +%FT%TZ) $line" >>"$log"
-  done
+  bin/sluice topic delete "$topic" >/dev/null
 done
 
 echo
@@ -52,3 +69,5 @@ for line in "${lines[@]}"; do
   printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s\n' "$(get size)" "$(get partitions)" "$(get producers)" \
     "$(get inflight)" "$(get msgs_per_s)" "$(get MB_per_s)" "$(get p50_ms)" "$(get p99_ms)"
 done
+echo
+for line in "${consumed[@]}"; do echo "$line"; done

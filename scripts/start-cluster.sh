@@ -59,6 +59,8 @@ Try:
   bin/sluice cluster status
   bin/sluice topic create orders --partitions 6 --replication-factor 3
   bin/sluice topic describe orders
+  seq 1 1000 | bin/sluice produce orders
+  bin/sluice consume orders --from-beginning
   bin/sluice topic list --output json
 
 Stop it with scripts/stop-cluster.sh (add --wipe to delete its data).

@@ -233,11 +233,13 @@ impl RaftDispatcher {
 }
 
 /// Nodes of one process, connected in memory. Nodes can be cut off to simulate crashes and
-/// partitions.
+/// partitions, and every link can be given a delay to simulate a slow network.
 #[derive(Debug, Default)]
 pub struct LocalNetwork {
     nodes: Mutex<HashMap<u64, Arc<RaftDispatcher>>>,
     cut: Mutex<HashSet<u64>>,
+    /// How long a message takes each way (zero: delivered at once).
+    delay: Mutex<Duration>,
 }
 
 impl LocalNetwork {
@@ -266,6 +268,16 @@ impl LocalNetwork {
         self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
     }
 
+    /// Delays every message from now on by `delay` each way: a request and its response take
+    /// twice that.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = delay;
+    }
+
+    fn delay(&self) -> Duration {
+        *self.delay.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn route(&self, from: u64, to: u64) -> Result<Arc<RaftDispatcher>, TransportError> {
         let cut = self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cut.contains(&from) || cut.contains(&to) {
@@ -287,6 +299,17 @@ pub struct LocalTransport {
     network: Arc<LocalNetwork>,
 }
 
+/// Runs `call` after `delay` and holds its answer for `delay` again: one round trip on a slow link.
+async fn delayed<T>(delay: Duration, call: impl Future<Output = T>) -> T {
+    if delay.is_zero() {
+        return call.await;
+    }
+    tokio::time::sleep(delay).await;
+    let answer = call.await;
+    tokio::time::sleep(delay).await;
+    answer
+}
+
 fn dispatch_error(node: u64, e: DispatchError) -> TransportError {
     match e {
         DispatchError::UnknownGroup(group) => TransportError::UnknownGroup { node, group },
@@ -302,7 +325,8 @@ impl Transport for LocalTransport {
         req: pb::VoteRequest,
     ) -> BoxFuture<Result<pb::VoteResponse, TransportError>> {
         let route = self.network.route(self.from, target);
-        Box::pin(async move { route?.vote(req).await.map_err(|e| dispatch_error(target, e)) })
+        let delay = self.network.delay();
+        Box::pin(delayed(delay, async move { route?.vote(req).await.map_err(|e| dispatch_error(target, e)) }))
     }
 
     fn append_entries(
@@ -312,7 +336,10 @@ impl Transport for LocalTransport {
         req: pb::AppendEntriesRequest,
     ) -> BoxFuture<Result<pb::AppendEntriesResponse, TransportError>> {
         let route = self.network.route(self.from, target);
-        Box::pin(async move { route?.append_entries(req).await.map_err(|e| dispatch_error(target, e)) })
+        let delay = self.network.delay();
+        Box::pin(delayed(delay, async move {
+            route?.append_entries(req).await.map_err(|e| dispatch_error(target, e))
+        }))
     }
 
     fn install_snapshot(
@@ -322,7 +349,10 @@ impl Transport for LocalTransport {
         req: pb::InstallSnapshotRequest,
     ) -> BoxFuture<Result<pb::InstallSnapshotResponse, TransportError>> {
         let route = self.network.route(self.from, target);
-        Box::pin(async move { route?.install_snapshot(req).await.map_err(|e| dispatch_error(target, e)) })
+        let delay = self.network.delay();
+        Box::pin(delayed(delay, async move {
+            route?.install_snapshot(req).await.map_err(|e| dispatch_error(target, e))
+        }))
     }
 
     fn transfer_leader(
@@ -332,7 +362,10 @@ impl Transport for LocalTransport {
         req: pb::TransferLeaderRequest,
     ) -> BoxFuture<Result<pb::TransferLeaderResponse, TransportError>> {
         let route = self.network.route(self.from, target);
-        Box::pin(async move { route?.transfer_leader(req).await.map_err(|e| dispatch_error(target, e)) })
+        let delay = self.network.delay();
+        Box::pin(delayed(delay, async move {
+            route?.transfer_leader(req).await.map_err(|e| dispatch_error(target, e))
+        }))
     }
 }
 

@@ -92,6 +92,11 @@ impl ReplicaSet {
         replica.storage.shutdown();
     }
 
+    /// Delays every message between the replicas by `delay` each way.
+    pub fn set_link_delay(&self, delay: Duration) {
+        self.network.set_delay(delay);
+    }
+
     pub fn group(&self, node: u64) -> &PartitionGroup {
         &self.replicas[&node].group
     }

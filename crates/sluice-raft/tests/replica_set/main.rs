@@ -5,4 +5,5 @@
 mod failover;
 mod harness;
 mod retention;
+mod slow_network;
 mod transfer;

@@ -17,7 +17,8 @@ async fn appends_commit_when_a_round_trip_outlasts_the_heartbeat() {
     let leader = set.must_leader(Duration::from_secs(10)).await;
 
     // A round trip of 2 x 60 ms against a 50 ms heartbeat interval, well inside the election
-    // timeout (300-600 ms), so the followers keep hearing from the leader.
+    // timeout (300-600 ms), so the followers keep hearing from the leader (each append below goes
+    // to the same leader and would fail with NotLeader after an election it lost).
     let heartbeat = Duration::from_millis(set.settings.heartbeat_interval_ms);
     let one_way = Duration::from_millis(60);
     assert!(one_way * 2 > heartbeat, "the round trip must outlast the heartbeat interval");
@@ -31,5 +32,4 @@ async fn appends_commit_when_a_round_trip_outlasts_the_heartbeat() {
             .unwrap();
         assert_eq!(outcome.outcomes, vec![BatchOutcome::Appended { base_offset: Offset(seq * 2) }]);
     }
-    assert_eq!(set.must_leader(Duration::from_secs(1)).await, leader, "no election over slow links");
 }

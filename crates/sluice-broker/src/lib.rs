@@ -17,6 +17,7 @@ mod liveness;
 mod node;
 mod peers;
 mod reconciler;
+mod registry_lease;
 mod server;
 
 pub use config::NodeConfig;

@@ -24,6 +24,9 @@ use crate::config::NodeConfig;
 const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Leader hints followed per call at most (a stale hint can point at a non-leader).
 const FORWARD_HOPS_MAX: usize = 4;
+/// How long the registry leader waits before proposing again after openraft refused a proposal
+/// because its quorum lease lapsed (an empty `ForwardToLeader`; see `registry_lease`).
+const LEASE_RETRY: Duration = Duration::from_millis(100);
 
 /// The registry as this node knows it, and the registry index it reflects.
 #[derive(Clone, Debug, Default)]
@@ -199,6 +202,10 @@ impl Node {
             if self.is_meta_leader() {
                 match self.propose_local(command.clone()).await {
                     Err(ApiError::NotLeader { leader_addr }) => {
+                        if leader_addr.is_none() && self.is_meta_leader() {
+                            // Still the leader, but its lease lapsed: a renewal may be on its way.
+                            tokio::time::sleep(LEASE_RETRY).await;
+                        }
                         hint = leader_addr;
                         continue;
                     }
@@ -378,6 +385,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         tasks.push(("registry-follow", tokio::spawn(follow_registry(node.clone()))));
         tasks.push(("registry-bootstrap", tokio::spawn(bootstrap_registry(node.clone()))));
         tasks.push(("liveness", tokio::spawn(crate::liveness::run(node.clone()))));
+        tasks.push(("registry-lease", tokio::spawn(crate::registry_lease::run(node.clone()))));
     }
     tasks.push(("heartbeat", tokio::spawn(crate::heartbeat::run(node.clone()))));
     tasks.push(("reconciler", tokio::spawn(crate::reconciler::run(node.clone()))));

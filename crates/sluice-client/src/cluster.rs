@@ -26,7 +26,16 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a broker that failed to answer is asked last.
 const SUSPECT_FOR: Duration = Duration::from_secs(10);
 /// A producer id is one registry write; a broker that cannot get one in a second is asked last.
+/// Each later round of asking doubles the time given (up to `INIT_PRODUCER_TIMEOUT_MAX`): over
+/// slow links a registry write can take longer than a second, and a call always cut off before
+/// the write can finish would never succeed.
 const INIT_PRODUCER_TIMEOUT: Duration = Duration::from_secs(1);
+const INIT_PRODUCER_TIMEOUT_MAX: Duration = Duration::from_secs(8);
+
+/// The time one broker is given to answer a producer-id request in round `round` (from 0).
+pub(crate) fn init_producer_timeout(round: u32) -> Duration {
+    INIT_PRODUCER_TIMEOUT.saturating_mul(1 << round.min(3)).min(INIT_PRODUCER_TIMEOUT_MAX)
+}
 /// The largest message the client accepts (a fetch answer).
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -187,13 +196,14 @@ impl Cluster {
         }
     }
 
-    /// A fresh producer id from the registry, for an idempotent producer.
-    pub async fn init_producer(&self) -> Result<(u64, u32), ClientError> {
+    /// A fresh producer id from the registry, for an idempotent producer; each broker is given
+    /// `timeout` to answer.
+    pub async fn init_producer(&self, timeout: Duration) -> Result<(u64, u32), ClientError> {
         let mut failures = Vec::new();
         for addr in self.rotated() {
             let mut client = ProducerClient::new(self.channel(&addr)?);
             let mut request = tonic::Request::new(pb::InitProducerRequest {});
-            request.set_timeout(INIT_PRODUCER_TIMEOUT);
+            request.set_timeout(timeout);
             match client.init_producer(request).await {
                 Ok(response) => {
                     let response = response.into_inner();
@@ -209,5 +219,18 @@ impl Cluster {
             }
         }
         Err(ClientError::Unreachable(failures.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_id_requests_get_more_time_each_round_up_to_a_cap() {
+        let timeouts: Vec<Duration> = (0..6).map(init_producer_timeout).collect();
+        let seconds = [1, 2, 4, 8, 8, 8].map(Duration::from_secs);
+        assert_eq!(timeouts, seconds);
+        assert_eq!(init_producer_timeout(u32::MAX), INIT_PRODUCER_TIMEOUT_MAX);
     }
 }

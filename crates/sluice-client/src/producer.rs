@@ -317,8 +317,13 @@ impl PartitionWorker {
     async fn init_identity(&self) -> Result<(u64, u32), ClientError> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.delivery_timeout_ms);
         let mut backoff = Duration::from_millis(self.config.retry_backoff_ms.max(1));
+        let mut round = 0u32;
         loop {
-            match self.cluster.init_producer().await {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let timeout =
+                crate::cluster::init_producer_timeout(round).min(remaining.max(Duration::from_millis(1)));
+            round += 1;
+            match self.cluster.init_producer(timeout).await {
                 Ok(identity) => return Ok(identity),
                 Err(e) if tokio::time::Instant::now() + backoff > deadline => return Err(e),
                 Err(_) => {

@@ -83,6 +83,9 @@ pub enum MetaCommand {
     AllocateProducerIds {
         count: u64,
     },
+    /// Changes nothing. A registry leader whose heartbeats do not get through (links slower
+    /// than the heartbeat interval) replicates one to renew its quorum lease.
+    Noop,
 }
 
 /// Why a command changed nothing. Deterministic: every replica reaches the same verdict.
@@ -213,6 +216,7 @@ impl MetaState {
                     return Err(MetaError::InvalidProducerIdCount(*count));
                 }
             }
+            MetaCommand::Noop => {}
         }
         Ok(())
     }
@@ -250,6 +254,7 @@ impl MetaState {
                 self.next_producer_id += count;
                 MetaResponse::ProducerIds { first, count }
             }
+            MetaCommand::Noop => MetaResponse::Done,
         }
     }
 
@@ -397,6 +402,15 @@ mod tests {
         assert!(s.topic("t").is_none());
         assert_eq!(s.assignments_of(NodeId(1)).count(), 0);
         assert_eq!(s.next_group(), GroupId(4));
+    }
+
+    #[test]
+    fn noop_changes_nothing() {
+        let mut s = with_brokers(3);
+        s.apply(create("t", 3, 2));
+        let before = s.clone();
+        assert_eq!(s.apply(MetaCommand::Noop), MetaResponse::Done);
+        assert_eq!(s, before);
     }
 
     #[test]

@@ -108,6 +108,34 @@ impl MetaGroup {
         }
     }
 
+    /// On the leader, replicates a `Noop` when the last quorum acknowledgement is older than half
+    /// of `lease` (openraft's `CheckQuorum` lease, `election_timeout_max`), and says whether it
+    /// did. openraft renews the lease with heartbeats, whose timeout is one heartbeat interval:
+    /// over links with a longer round trip none succeeds, and an idle registry would lose the
+    /// lease and refuse every proposal. The `Noop` is acknowledged through the replication path
+    /// instead (peer RPCs get at least a second), which renews it. With heartbeats answered in
+    /// time the acknowledgement is always fresh and nothing is written.
+    pub async fn renew_lease_if_aging(
+        &self,
+        node: u64,
+        lease: std::time::Duration,
+    ) -> Result<bool, AppendFailure> {
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(node)
+            || metrics.membership_config.membership().voter_ids().count() <= 1
+        {
+            return Ok(false);
+        }
+        let aging = metrics
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|acked| openraft::Instant::elapsed(&**acked) > lease / 2);
+        if !aging {
+            return Ok(false);
+        }
+        self.write(MetaCommand::Noop).await.map(|_| true)
+    }
+
     /// Waits until this replica, as leader, has applied everything committed before the call:
     /// a read after this is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<(), AppendFailure> {

@@ -322,7 +322,7 @@ impl PartitionWorker {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let timeout =
                 crate::cluster::init_producer_timeout(round).min(remaining.max(Duration::from_millis(1)));
-            round += 1;
+            round = round.saturating_add(1);
             match self.cluster.init_producer(timeout).await {
                 Ok(identity) => return Ok(identity),
                 Err(e) if tokio::time::Instant::now() + backoff > deadline => return Err(e),

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_client::{
-    Cluster as Client, Consumer, ConsumerConfig, Producer, ProducerConfig, StartAt, proto as pb,
-};
+use sluice_client::{Cluster as Client, Consumer, ConsumerConfig, Producer, ProducerConfig, StartAt};
 
 use crate::harness::{Cluster, must_eventually, must_leader_of};
 
@@ -23,7 +21,7 @@ async fn acknowledged_records_survive_two_leader_kills_exactly_once() {
     let mut cluster = Cluster::start(3, 1500);
     let admin = cluster.admin(&[1, 2, 3]);
     cluster.must_ready(3).await;
-    let topic = admin.create_topic("events", PARTITIONS, 3, pb::TopicConfig::default()).await.unwrap();
+    let topic = cluster.must_create_topic(&admin, "events", PARTITIONS, 3).await;
     let group0 = topic.partitions[0].group_id;
     must_leader_of(&admin, group0, None).await;
 

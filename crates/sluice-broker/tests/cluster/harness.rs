@@ -131,6 +131,26 @@ impl Cluster {
         .await;
     }
 
+    /// Creates a topic once the registry counts enough live brokers for it. Under a loaded test
+    /// run a broker can miss its session timeout right after `must_ready` and be counted dead for
+    /// a moment (`NOT_ENOUGH_BROKERS`); any other answer is final.
+    pub async fn must_create_topic(
+        &self,
+        admin: &Admin,
+        name: &str,
+        partitions: u32,
+        replicas: u32,
+    ) -> pb::TopicInfo {
+        must_eventually(&format!("topic {name} created"), Duration::from_secs(30), || async {
+            match admin.create_topic(name, partitions, replicas, pb::TopicConfig::default()).await {
+                Ok(topic) => Some(topic),
+                Err(sluice_client::ClientError::Refused { code, .. }) if code == "NOT_ENOUGH_BROKERS" => None,
+                Err(e) => panic!("creating topic {name}: {e}"),
+            }
+        })
+        .await
+    }
+
     /// An admin client that talks to the given nodes only.
     pub fn admin(&self, nodes: &[u64]) -> Admin {
         let addrs: Vec<String> =

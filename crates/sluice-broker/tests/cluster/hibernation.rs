@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_client::proto as pb;
-
 use crate::harness::{Cluster, must_eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,7 +10,7 @@ async fn hibernating_partitions_fail_over_when_their_leader_is_killed() {
     let mut cluster = Cluster::start(3, 1500);
     let admin = cluster.admin(&[1, 2, 3]);
     cluster.must_ready(3).await;
-    let topic = admin.create_topic("quiet", 6, 3, pb::TopicConfig::default()).await.unwrap();
+    let topic = cluster.must_create_topic(&admin, "quiet", 6, 3).await;
     let groups: Vec<u64> = topic.partitions.iter().map(|p| p.group_id).collect();
 
     println!("--- every partition goes idle and hibernates");

@@ -2,6 +2,7 @@
 //! one `RESULT` line in the format of the peer baselines (shared/peers/README.md), so Sluice and
 //! NATS/RabbitMQ runs of the same session go into one table.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,29 +24,39 @@ pub struct ProduceBench {
 }
 
 /// Creates the topic if it is missing and waits until every partition has a leader.
-async fn ensure_topic(bootstrap: &[String], topic: &str, partitions: u32) -> Result<(), ClientError> {
+async fn ensure_topic(
+    bootstrap: &[String],
+    topic: &str,
+    partitions: u32,
+    replication_factor: u32,
+) -> Result<(), ClientError> {
     let admin = Admin::new(bootstrap)?;
-    match admin.create_topic(topic, partitions, 3, pb::TopicConfig::default()).await {
+    match admin.create_topic(topic, partitions, replication_factor, pb::TopicConfig::default()).await {
         Ok(_) => {}
         Err(ClientError::Refused { code, .. }) if code == "TOPIC_EXISTS" => {}
         Err(e) => return Err(e),
     }
     let cluster = Cluster::new(bootstrap)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Forming many groups takes a while on two cores: a second per hundred partitions.
+    let wait = Duration::from_secs(30 + u64::from(partitions) / 100);
+    let deadline = Instant::now() + wait;
     loop {
         let meta = cluster.topic(topic, true).await?;
         if meta.leaders.iter().all(Option::is_some) {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(ClientError::Unreachable("partitions without a leader after 30 s".into()));
+            return Err(ClientError::Unreachable(format!(
+                "partitions without a leader after {} s",
+                wait.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String, ClientError> {
-    ensure_topic(bootstrap, &bench.topic, bench.partitions).await?;
+    ensure_topic(bootstrap, &bench.topic, bench.partitions, 3).await?;
     let cluster = Cluster::new(bootstrap)?;
     let value = Bytes::from(vec![b'x'; bench.size]);
     let per_producer = bench.records / u64::from(bench.producers.max(1));
@@ -237,7 +248,7 @@ pub struct E2eBench {
 /// actually happened, so a stall is charged to every record it delayed (coordinated omission).
 pub async fn e2e(bootstrap: &[String], bench: &E2eBench) -> Result<String, ClientError> {
     use sluice_client::{Consumer, ConsumerConfig, StartAt};
-    ensure_topic(bootstrap, &bench.topic, bench.partitions).await?;
+    ensure_topic(bootstrap, &bench.topic, bench.partitions, 3).await?;
     let cluster = Cluster::new(bootstrap)?;
     let partitions = u32::try_from(cluster.topic(&bench.topic, true).await?.leaders.len()).unwrap_or(0);
     let rate = bench.rate.max(1);
@@ -347,4 +358,65 @@ pub async fn e2e(bootstrap: &[String], bench: &E2eBench) -> Result<String, Clien
         ms(&acks, 0.5),
         ms(&acks, 0.99),
     ))
+}
+
+/// What `bench metadata` runs.
+#[derive(Debug, Clone)]
+pub struct MetadataBench {
+    pub topic: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    /// Metadata calls per broker.
+    pub calls: u32,
+    pub secs: u64,
+}
+
+/// The cost of a `Metadata` answer for one topic of many partitions: creates the topic (if
+/// missing) and waits until every partition has a leader, then asks each bootstrap broker in
+/// turn, one call at a time, for the topic's metadata. One `RESULT` line per broker; the
+/// registry leader answers from the leaders reported in heartbeats, the others from their copy.
+pub async fn metadata(bootstrap: &[String], bench: &MetadataBench) -> Result<String, ClientError> {
+    ensure_topic(bootstrap, &bench.topic, bench.partitions, bench.replication_factor).await?;
+    let deadline = Instant::now() + Duration::from_secs(bench.secs);
+    let mut out = String::new();
+    for addr in bootstrap {
+        let cluster = Cluster::new(std::slice::from_ref(addr))?;
+        let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+            .expect("valid histogram bounds");
+        let started = Instant::now();
+        let mut calls = 0u32;
+        // Bounded in count and in time.
+        while calls < bench.calls && Instant::now() < deadline {
+            let sent_at = Instant::now();
+            let meta = cluster.topic(&bench.topic, true).await?;
+            if meta.leaders.len() != bench.partitions as usize {
+                return Err(ClientError::Unreachable(format!(
+                    "{addr} described {} partitions, not {}",
+                    meta.leaders.len(),
+                    bench.partitions
+                )));
+            }
+            let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let _ = histogram.record(micros.max(1));
+            calls += 1;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        #[allow(clippy::cast_precision_loss)]
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        let rate = f64::from(calls) / secs;
+        let _ = write!(
+            out,
+            "{addr}: {calls} Metadata calls for {} partitions in {secs:.2} s: {rate:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms\n\
+             RESULT system=sluice test=metadata broker={addr} partitions={} replicas={} calls={calls} secs={secs:.2} \
+             calls_per_s={rate:.0} p50_ms={:.2} p99_ms={:.2}\n",
+            bench.partitions,
+            ms(0.5),
+            ms(0.99),
+            bench.partitions,
+            bench.replication_factor,
+            ms(0.5),
+            ms(0.99),
+        );
+    }
+    Ok(out)
 }

@@ -134,6 +134,23 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         secs: u64,
     },
+    /// The cost of a Metadata answer for a topic of many partitions, asked of each broker.
+    Metadata {
+        #[arg(long, default_value = "bench-metadata")]
+        topic: String,
+        /// Partitions of the topic if it has to be created.
+        #[arg(long, default_value_t = 1000)]
+        partitions: u32,
+        /// Replication factor of the topic if it has to be created.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u32,
+        /// Calls per broker, one at a time.
+        #[arg(long, default_value_t = 200)]
+        calls: u32,
+        /// Stops after this many seconds even if calls are left.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+    },
     /// Reads a whole topic from the beginning: throughput of pull or push consumption.
     Consume {
         #[arg(long, default_value = "bench")]
@@ -401,6 +418,16 @@ async fn run_bench(bootstrap: &[String], command: &BenchCommand) -> Result<Strin
                 secs: *secs,
             };
             bench::e2e(bootstrap, &bench).await
+        }
+        BenchCommand::Metadata { topic, partitions, replication_factor, calls, secs } => {
+            let bench = bench::MetadataBench {
+                topic: topic.clone(),
+                partitions: *partitions,
+                replication_factor: *replication_factor,
+                calls: *calls,
+                secs: *secs,
+            };
+            bench::metadata(bootstrap, &bench).await
         }
         BenchCommand::Consume { topic, secs, mode } => {
             bench::consume(bootstrap, topic, *secs, *mode == ModeArg::Push).await

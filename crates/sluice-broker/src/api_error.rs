@@ -1,8 +1,33 @@
-//! Every error a client or peer sees, and its mapping to a gRPC status: this is the one place
-//! where that mapping happens. The `sluice-error` metadata key carries a stable code.
+//! Every error a client or peer sees, and its mapping to the wire: this is the one place where
+//! that mapping happens.
+//!
+//! - [`ApiError`]: the admin and node-control APIs, as a gRPC status whose `sluice-error`
+//!   metadata carries a stable code.
+//! - [`DataError`]: the data path (produce, fetch, subscribe, metadata), as the `Error` message
+//!   inside the response, so that a client reads an expected condition like any answer.
 
-use sluice_meta::MetaError;
+use sluice_meta::{MetaError, MetaResponse};
+use sluice_partition::AppendError;
+use sluice_proto::v1 as pb;
+use sluice_raft::{AppendFailure, FetchError};
+use sluice_types::{BatchError, Offset};
 use tonic::{Code, Status};
+
+use crate::admission::Busy;
+
+/// A peer that did not answer a registry call, and what it said.
+#[derive(Debug, Clone)]
+pub struct PeerFailure {
+    pub addr: String,
+    pub code: Code,
+    pub message: String,
+}
+
+impl std::fmt::Display for PeerFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {:?}: {}", self.addr, self.code, self.message)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -10,12 +35,20 @@ pub enum ApiError {
     Meta(#[from] MetaError),
     #[error("this node is not the registry leader (leader: {leader_addr:?})")]
     NotLeader { leader_addr: Option<String> },
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("no registry leader reachable{}", last.as_ref().map(|l| format!(" (last: {l})")).unwrap_or_default())]
+    NoRegistryLeader { last: Option<PeerFailure> },
+    #[error("registry change not committed within {waited_ms} ms; outcome unknown")]
+    CommitTimeout { waited_ms: u64 },
+    #[error("registry change outcome unknown: {0}")]
+    Indeterminate(AppendFailure),
+    #[error("unreadable registry command: {0}")]
+    InvalidCommand(serde_json::Error),
+    #[error("unreadable registry answer from a peer: {0}")]
+    UnreadableAnswer(serde_json::Error),
+    #[error("unreadable registry state from a peer: {0}")]
+    UnreadableState(serde_json::Error),
+    #[error("the registry answered {0:?} where it never does")]
+    UnexpectedAnswer(Box<MetaResponse>),
 }
 
 impl ApiError {
@@ -34,9 +67,13 @@ impl ApiError {
                 MetaError::EmptyAddress | MetaError::InvalidProducerIdCount(_) => "INVALID_ARGUMENT",
             },
             ApiError::NotLeader { .. } => "NOT_LEADER",
-            ApiError::Unavailable(_) => "UNAVAILABLE",
-            ApiError::InvalidArgument(_) => "INVALID_ARGUMENT",
-            ApiError::Internal(_) => "INTERNAL",
+            ApiError::NoRegistryLeader { .. }
+            | ApiError::CommitTimeout { .. }
+            | ApiError::Indeterminate(_) => "UNAVAILABLE",
+            ApiError::InvalidCommand(_) => "INVALID_ARGUMENT",
+            ApiError::UnreadableAnswer(_) | ApiError::UnreadableState(_) | ApiError::UnexpectedAnswer(_) => {
+                "INTERNAL"
+            }
         }
     }
 
@@ -49,9 +86,14 @@ impl ApiError {
                 MetaError::TooManyTopics => Code::ResourceExhausted,
                 _ => Code::InvalidArgument,
             },
-            ApiError::NotLeader { .. } | ApiError::Unavailable(_) => Code::Unavailable,
-            ApiError::InvalidArgument(_) => Code::InvalidArgument,
-            ApiError::Internal(_) => Code::Internal,
+            ApiError::NotLeader { .. }
+            | ApiError::NoRegistryLeader { .. }
+            | ApiError::CommitTimeout { .. }
+            | ApiError::Indeterminate(_) => Code::Unavailable,
+            ApiError::InvalidCommand(_) => Code::InvalidArgument,
+            ApiError::UnreadableAnswer(_) | ApiError::UnreadableState(_) | ApiError::UnexpectedAnswer(_) => {
+                Code::Internal
+            }
         }
     }
 }
@@ -79,4 +121,90 @@ pub fn leader_hint(status: &Status) -> Option<String> {
         return None;
     }
     status.metadata().get("sluice-leader").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Why the data path could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("node {node} does not lead this partition")]
+    NotLeader { node: u64, leader: Option<u64>, leader_addr: Option<String> },
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error(transparent)]
+    InvalidBatch(#[from] BatchError),
+    #[error(transparent)]
+    Rejected(#[from] AppendError),
+    #[error("offset {requested} is outside [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange { requested: Offset, log_start: Offset, high_watermark: Offset },
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    #[error("not committed within {waited_ms} ms; outcome unknown")]
+    CommitTimeout { waited_ms: u64 },
+    #[error("outcome unknown: {0}")]
+    Indeterminate(AppendFailure),
+    #[error("the append returned no outcome")]
+    NoOutcome,
+    #[error("the partition replica stopped")]
+    ReplicaStopped,
+    #[error("cannot read the partition: {0}")]
+    Read(FetchError),
+    #[error(transparent)]
+    Registry(#[from] ApiError),
+}
+
+impl From<FetchError> for DataError {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::OffsetOutOfRange { requested, log_start, high_watermark } => {
+                DataError::OffsetOutOfRange { requested, log_start, high_watermark }
+            }
+            other => DataError::Read(other),
+        }
+    }
+}
+
+impl DataError {
+    fn code(&self) -> pb::ErrorCode {
+        use pb::ErrorCode as E;
+        match self {
+            DataError::UnknownPartition { .. } | DataError::UnknownTopic(_) => E::UnknownTopicOrPartition,
+            DataError::NotLeader { .. } => E::NotLeader,
+            DataError::Busy(_) => E::Busy,
+            DataError::InvalidBatch(BatchError::RecordTooLarge { .. }) => E::RecordTooLarge,
+            DataError::InvalidBatch(_) | DataError::Rejected(AppendError::Unreadable(_)) => E::InvalidBatch,
+            DataError::Rejected(AppendError::ProducerFenced { .. }) => E::ProducerFenced,
+            DataError::Rejected(AppendError::OutOfOrderSequence { .. }) => E::OutOfOrderSequence,
+            DataError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+            DataError::InvalidRequest(_) => E::InvalidRequest,
+            DataError::CommitTimeout { .. }
+            | DataError::Indeterminate(_)
+            | DataError::NoOutcome
+            | DataError::ReplicaStopped
+            | DataError::Read(_)
+            | DataError::Registry(_) => E::Unavailable,
+        }
+    }
+
+    /// The error as the data-path responses carry it.
+    pub fn to_pb(&self) -> pb::Error {
+        let mut error =
+            pb::Error { code: self.code() as i32, message: self.to_string(), ..pb::Error::default() };
+        match self {
+            DataError::NotLeader { leader, leader_addr, .. } => {
+                error.leader_id = *leader;
+                error.leader_addr = leader_addr.clone().unwrap_or_default();
+            }
+            DataError::Busy(busy) => error.retry_after_ms = busy.retry_after_ms,
+            DataError::OffsetOutOfRange { log_start, high_watermark, .. } => {
+                error.log_start_offset = log_start.0;
+                error.high_watermark = high_watermark.0;
+            }
+            _ => {}
+        }
+        error
+    }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sluice_partition::{Sabotage, UnknownSabotage};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -83,8 +84,12 @@ pub struct LimitsConfig {
     /// (in-flight bytes, RocksDB memtables and cache, a fixed allowance for the runtime and
     /// connections) do not fit in it.
     pub memory_budget_bytes: u64,
+    /// Push subscriptions served at once; beyond it a new one is answered BUSY.
+    pub subscriptions_max: u32,
 }
 
+/// The most push subscriptions a node may be configured to serve.
+pub const SUBSCRIPTIONS_MAX: u32 = 1 << 16;
 /// The allowance for everything not sized by the config: the runtime, connections, Raft state.
 pub const MEMORY_OVERHEAD_BYTES: u64 = 128 << 20;
 /// RocksDB keeps up to this many memtables per column family before stalling writes.
@@ -129,6 +134,7 @@ impl Default for LimitsConfig {
             busy_retry_after_ms: 20,
             disk_free_bytes_min: 256 << 20,
             memory_budget_bytes: 1 << 30,
+            subscriptions_max: 1024,
         }
     }
 }
@@ -250,6 +256,9 @@ impl NodeConfig {
         if limits.busy_retry_after_ms == 0 {
             return fail("limits.busy_retry_after_ms must be positive".into());
         }
+        if limits.subscriptions_max == 0 || limits.subscriptions_max > SUBSCRIPTIONS_MAX {
+            return fail(format!("limits.subscriptions_max must be between 1 and {SUBSCRIPTIONS_MAX}"));
+        }
         let needed = self.memory_needed_bytes();
         if needed > limits.memory_budget_bytes {
             return fail(format!(
@@ -283,13 +292,39 @@ impl NodeConfig {
         )
     }
 
-    pub fn raft_settings(&self) -> sluice_raft::RaftSettings {
+    /// The settings of every Raft group of the node; `sabotage` as read at start-up.
+    pub fn raft_settings(&self, sabotage: Sabotage) -> sluice_raft::RaftSettings {
         sluice_raft::RaftSettings {
             heartbeat_interval_ms: self.raft.heartbeat_interval_ms,
             election_timeout_min_ms: self.raft.election_timeout_min_ms,
             election_timeout_max_ms: self.raft.election_timeout_max_ms,
             checkpoint_interval_entries: self.raft.checkpoint_interval_entries,
+            sabotage,
         }
+    }
+}
+
+/// Why the sabotage switch was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SabotageError {
+    #[error("SLUICE_SABOTAGE: {0}")]
+    Unknown(#[from] UnknownSabotage),
+    #[error("SLUICE_SABOTAGE={0:?} is set, but release builds cannot be broken on purpose; unset it")]
+    ReleaseBuild(String),
+    #[error("SLUICE_SABOTAGE is not valid UTF-8")]
+    NotUnicode,
+}
+
+/// The fault tests' deliberate bugs (`SLUICE_SABOTAGE=skip-dedup[,...]`, docs/CHAOS.md), read
+/// once at start-up by `sluiced`. Only debug builds may be broken; a release build refuses to
+/// start with the variable set rather than ignore it.
+pub fn sabotage_from_env() -> Result<Sabotage, SabotageError> {
+    match std::env::var("SLUICE_SABOTAGE") {
+        Err(std::env::VarError::NotPresent) => Ok(Sabotage::NONE),
+        Err(std::env::VarError::NotUnicode(_)) => Err(SabotageError::NotUnicode),
+        Ok(value) if value.trim().is_empty() => Ok(Sabotage::NONE),
+        Ok(value) if !cfg!(debug_assertions) => Err(SabotageError::ReleaseBuild(value)),
+        Ok(value) => Ok(Sabotage::parse(&value)?),
     }
 }
 
@@ -319,6 +354,7 @@ mod tests {
             ("[liveness]\nsession_timeout_ms = 600", "session_timeout_ms"),
             ("http_addr = \"127.0.0.1:7000\"", "must differ"),
             ("[limits]\nmemory_budget_bytes = 268435456", "memory_budget_bytes"),
+            ("[limits]\nsubscriptions_max = 0", "subscriptions_max"),
             ("node_id = 1\ncontrollers = [{ id = 1, addr = \"127.0.0.1:9\" }]", "advertises"),
         ];
         for (text, expected) in cases {

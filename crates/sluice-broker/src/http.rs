@@ -4,34 +4,46 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::Path;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
+use sluice_storage::CrashPointError;
+use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
+use crate::tasks::Task;
 
-pub async fn serve_http(node: Arc<Node>, listener: tokio::net::TcpListener) {
-    let app = axum::Router::new()
-        .route("/health", get(health))
-        .route("/failpoints/{name}", put(arm_failpoint))
-        .with_state(node.clone());
-    let shutdown = node.shutdown.clone();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-        tracing::error!(error = %e, "HTTP server failed");
+pub struct HttpServer {
+    pub node: Arc<Node>,
+    pub listener: tokio::net::TcpListener,
+}
+
+impl Task for HttpServer {
+    const NAME: &'static str = "http";
+
+    async fn run(self, shutdown: CancellationToken) {
+        let app = axum::Router::new()
+            .route("/health", get(health))
+            .route("/failpoints/{name}", put(arm_failpoint))
+            .with_state(self.node);
+        if let Err(e) =
+            axum::serve(self.listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
     }
 }
 
 async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    let registry = node.registry();
+    let groups = node.partition_groups();
     Json(serde_json::json!({
         "status": "ok",
-        "node_id": node.id,
-        "meta_leader": node.meta_leader(),
-        "registry_index": registry.index,
-        "partition_groups": node.partition_groups().len(),
-        "hibernating_groups": node.partition_groups().iter().filter(|g| g.is_hibernating()).count(),
-        "uptime_ms": u64::try_from(node.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "node_id": node.id(),
+        "meta_leader": node.registry().leader(),
+        "registry_index": node.registry().snapshot().index,
+        "partition_groups": groups.len(),
+        "hibernating_groups": groups.iter().filter(|g| g.is_hibernating()).count(),
+        "uptime_ms": u64::try_from(node.uptime().as_millis()).unwrap_or(u64::MAX),
     }))
 }
 
@@ -43,7 +55,7 @@ async fn arm_failpoint(Path(name): Path<String>, action: String) -> (StatusCode,
             tracing::warn!(%name, action = action.trim(), "crash point armed");
             (StatusCode::OK, format!("{name}={}\n", action.trim()))
         }
-        Err(e) if e.contains("without the failpoints feature") => (StatusCode::NOT_IMPLEMENTED, e),
-        Err(e) => (StatusCode::BAD_REQUEST, e),
+        Err(e @ CrashPointError::NotBuilt) => (StatusCode::NOT_IMPLEMENTED, e.to_string()),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

@@ -1,24 +1,28 @@
 //! The Sluice node (`sluiced`): one RocksDB, the registry replica on controllers, a Raft group
 //! per hosted partition replica, and the gRPC (clients and peers) and HTTP servers.
 //!
-//! [`start_node`] wires storage, transport and Raft and spawns the node's tasks: the gRPC and
-//! HTTP servers, registry bootstrap and liveness (controllers), heartbeats, and the reconciler
-//! that keeps the hosted partitions equal to the registry's assignment. Main types:
-//! [`NodeConfig`], [`Node`], [`NodeHandle`].
+//! [`start_node`] (in `start`) builds the shared [`Node`] (in `node`: state behind methods,
+//! knowing none of its users) and spawns the long-lived `tasks`; `server` assembles the gRPC
+//! `services`. Lower rooms: `registry` (proposing and forwarding), `routing` (partition
+//! leaders), `admission` (back pressure), `api_error` (every wire error). Nothing here imports
+//! upward: `start` → `server`/`tasks` → `services` → `routing` → `node` → `registry`/`admission`.
+//! Main types: [`NodeConfig`], [`Node`], [`NodeHandle`].
 
-mod admin;
+mod admission;
 pub mod api_error;
 mod clients;
 pub mod config;
-mod data;
-mod heartbeat;
 mod http;
-mod liveness;
 mod node;
-mod peers;
-mod reconciler;
-mod registry_lease;
+mod peer_table;
+mod registry;
+mod routing;
 mod server;
+mod services;
+mod start;
+mod sync;
+mod tasks;
 
-pub use config::NodeConfig;
-pub use node::{Node, NodeHandle, start_node};
+pub use config::{NodeConfig, sabotage_from_env};
+pub use node::Node;
+pub use start::{NodeHandle, start_node};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use sluice_broker::{NodeConfig, start_node};
+use sluice_broker::{NodeConfig, sabotage_from_env, start_node};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,17 +40,21 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => NodeConfig::load(path)?,
         None => NodeConfig::default(),
     };
-    let handle = start_node(config).await.context("start node")?;
+    // Read once, here: nothing below reads the environment.
+    let sabotage = sabotage_from_env()?;
+    let handle = start_node(config, sabotage).await.context("start node")?;
     println!(
         "sluiced node {} serving gRPC on {} and HTTP on {}",
-        handle.node.id, handle.grpc_addr, handle.http_addr
+        handle.node_id(),
+        handle.grpc_addr,
+        handle.http_addr
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
         _ = term.recv() => tracing::info!("terminated"),
-        () = handle.node.shutdown.cancelled() => tracing::warn!("node stopped itself"),
-        reason = handle.node.storage.failed() => {
+        () = handle.stopped() => tracing::warn!("node stopped itself"),
+        reason = handle.storage_failed() => {
             // Fail-stop: a node that cannot write must not keep its leaderships (they would
             // answer nothing but errors) nor attempt a draining shutdown that writes. Everything
             // it acknowledged is already fsynced; its peers take over its partitions.

@@ -2,14 +2,17 @@
 //! topics exist and where their partitions' replicas live, and producer-id allocation.
 //!
 //! Pure and sync: [`MetaState::apply`] is the whole state machine, deterministic, so every
-//! controller computes the same placement. Liveness timing (heartbeats, session timeouts) lives in
-//! the broker; only its verdicts (a broker declared dead or alive again) are commands here.
+//! controller computes the same placement. [`LivenessTable`] holds the registry leader's
+//! in-memory liveness rules (heartbeats, session timeouts); only its verdicts (a broker declared
+//! dead or alive again) become commands.
 //! Main types: [`MetaState`], [`MetaCommand`], [`MetaResponse`], [`MetaError`].
 
+mod liveness;
 mod placement;
 mod state;
 mod topic_name;
 
+pub use liveness::LivenessTable;
 pub use placement::place_replicas;
 pub use state::{
     Broker, BrokerState, MetaCommand, MetaError, MetaResponse, MetaState, PARTITIONS_MAX,

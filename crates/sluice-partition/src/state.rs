@@ -3,6 +3,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use sluice_types::{BatchHeader, Offset, ProducerEpoch, ProducerId, Sequence};
 
+use crate::sabotage::Sabotage;
+
 /// How many recent batches per producer are remembered for deduplication. A producer must not
 /// have more batches in flight per partition than this, or a retry of an older one could be
 /// appended twice (Redpanda's duplicates came from a window smaller than the in-flight limit).
@@ -42,20 +44,20 @@ pub enum BatchOutcome {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct RecentBatch {
-    base_sequence: Sequence,
-    last_sequence: Sequence,
-    base_offset: Offset,
+pub(crate) struct RecentBatch {
+    pub(crate) base_sequence: Sequence,
+    pub(crate) last_sequence: Sequence,
+    pub(crate) base_offset: Offset,
 }
 
 /// What a partition remembers of one idempotent producer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerState {
-    epoch: ProducerEpoch,
+    pub(crate) epoch: ProducerEpoch,
     /// The most recent batches, oldest first; at most [`PRODUCER_DEDUP_WINDOW`].
-    recent: VecDeque<RecentBatch>,
+    pub(crate) recent: VecDeque<RecentBatch>,
     /// The next offset of the partition when this producer last appended; orders eviction.
-    last_active: Offset,
+    pub(crate) last_active: Offset,
 }
 
 impl ProducerState {
@@ -67,9 +69,9 @@ impl ProducerState {
 /// The replicated state of one partition. Small: the records live in the log, not here.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
-    next_offset: Offset,
-    log_start_offset: Offset,
-    producers: BTreeMap<ProducerId, ProducerState>,
+    pub(crate) next_offset: Offset,
+    pub(crate) log_start_offset: Offset,
+    pub(crate) producers: BTreeMap<ProducerId, ProducerState>,
 }
 
 impl PartitionState {
@@ -90,9 +92,14 @@ impl PartitionState {
 
     /// Applies one committed batch. Deterministic: every replica computes the same outcome.
     pub fn apply_batch(&mut self, header: &BatchHeader) -> BatchOutcome {
+        self.apply_batch_with(header, Sabotage::NONE)
+    }
+
+    /// [`PartitionState::apply_batch`], broken on purpose as `sabotage` says (fault tests only).
+    pub fn apply_batch_with(&mut self, header: &BatchHeader, sabotage: Sabotage) -> BatchOutcome {
         debug_assert!(header.record_count > 0, "validated batches are never empty");
         let count = u64::from(header.record_count);
-        if header.producer_id.is_none() || crate::sabotage::skip_dedup() {
+        if header.producer_id.is_none() || sabotage.skip_dedup {
             return BatchOutcome::Appended { base_offset: self.assign(count) };
         }
 
@@ -166,14 +173,6 @@ impl PartitionState {
     /// Never moves it backwards, never past the next offset.
     pub fn advance_log_start(&mut self, offset: Offset) {
         self.log_start_offset = self.log_start_offset.max(offset.min(self.next_offset));
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("partition state is always serializable")
-    }
-
-    pub fn from_bytes(bytes: &[u8]) -> Result<PartitionState, serde_json::Error> {
-        serde_json::from_slice(bytes)
     }
 }
 
@@ -274,13 +273,13 @@ mod tests {
     }
 
     #[test]
-    fn state_round_trips_through_bytes() {
+    fn skip_dedup_sabotage_appends_a_retry_twice() {
         let mut s = PartitionState::default();
+        let broken = Sabotage { skip_dedup: true };
         s.apply_batch(&header(7, 1, 0, 5));
-        s.apply_batch(&header(0, 0, 0, 2));
-        s.advance_log_start(Offset(3));
-        assert_eq!(PartitionState::from_bytes(&s.to_bytes()).unwrap(), s);
-        assert!(PartitionState::from_bytes(b"{garbage").is_err());
+        assert_eq!(s.apply_batch(&header(7, 1, 0, 5)), BatchOutcome::Duplicate { base_offset: Offset(0) });
+        let retried = s.apply_batch_with(&header(7, 1, 0, 5), broken);
+        assert_eq!(retried, BatchOutcome::Appended { base_offset: Offset(5) });
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! An entry is stored in RocksDB and sent to followers as the same bytes:
 //! `version u8 | kind u8 | term u64 | leader node u64 | index u64 | payload`, integers big-endian.
-//! A partition entry's payload is its batches, each length-prefixed, so a batch can be served to a
-//! consumer as a slice of the stored entry without re-encoding.
+//! The payload of a normal partition entry is `command u8 | body`; an append's body is its
+//! batches, each length-prefixed, so a batch can be served to a consumer as a slice of the stored
+//! entry without re-encoding. Format version 1 had no command byte (every normal entry was an
+//! append); its entries still decode.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use openraft::impls::BasicNode;
@@ -11,15 +13,19 @@ use openraft::impls::leader_id_adv::LeaderId;
 use openraft::{EntryPayload, LogId, Membership};
 use sluice_types::limits::ENTRY_BYTES_MAX;
 
-use crate::types::{GroupConfig, MetaRequest, PartitionRequest};
+use crate::types::{GroupConfig, MetaRequest, PartitionCommand, PartitionRequest};
 
 /// The log id of every Sluice group.
 pub type GroupLogId = LogId<LeaderId<u64, u64>>;
 
-const ENTRY_FORMAT_VERSION: u8 = 1;
+/// The format written. Version 1 (no command byte) is still read.
+const ENTRY_FORMAT_VERSION: u8 = 2;
+const ENTRY_FORMAT_VERSION_V1: u8 = 1;
 const KIND_BLANK: u8 = 0;
 const KIND_NORMAL: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
+/// The command byte of a normal partition entry.
+const COMMAND_APPEND: u8 = 1;
 /// Bytes before the payload.
 pub const ENTRY_HEADER_BYTES: usize = 2 + 8 * 3;
 
@@ -44,56 +50,109 @@ impl From<CodecError> for std::io::Error {
 
 /// How a group's application data is laid out inside an entry.
 pub trait AppDataCodec: Sized {
+    /// How many bytes [`AppDataCodec::encode_into`] writes.
+    fn encoded_len(&self) -> usize;
     fn encode_into(&self, out: &mut BytesMut);
-    /// Decodes from `bytes`, which is a slice of the stored entry: keep slices, do not copy.
-    fn decode_from(bytes: Bytes) -> Result<Self, CodecError>;
+    /// Decodes `payload`, a slice of `entry` (the whole stored entry, of format `version`):
+    /// keep slices, do not copy.
+    fn decode_from(payload: Bytes, version: u8, entry: Bytes) -> Result<Self, CodecError>;
+    /// The stored entry this value was decoded from, to be sent or stored again as it is.
+    fn stored_entry(&self) -> Option<&Bytes> {
+        None
+    }
+}
+
+fn append_body_len(batches: &[Bytes]) -> usize {
+    4 + batches.iter().map(|b| 4 + b.len()).sum::<usize>()
+}
+
+fn put_append_body(out: &mut BytesMut, batches: &[Bytes]) {
+    out.put_u32(u32::try_from(batches.len()).expect("entry batch count is bounded"));
+    for batch in batches {
+        out.put_u32(u32::try_from(batch.len()).expect("batches are bounded by BATCH_BYTES_MAX"));
+        out.put_slice(batch);
+    }
+}
+
+fn get_append_body(mut bytes: Bytes) -> Result<Vec<Bytes>, CodecError> {
+    let what = "partition append";
+    if bytes.remaining() < 4 {
+        return Err(CodecError::invalid(what, "no batch count"));
+    }
+    let count = bytes.get_u32() as usize;
+    // Every batch takes at least its 4-byte length: a count beyond that is a lie.
+    if count > bytes.remaining() / 4 {
+        return Err(CodecError::invalid(what, format!("{count} batches in {} bytes", bytes.remaining())));
+    }
+    let mut batches = Vec::with_capacity(count);
+    for _ in 0..count {
+        if bytes.remaining() < 4 {
+            return Err(CodecError::invalid(what, "truncated batch length"));
+        }
+        let len = bytes.get_u32() as usize;
+        if bytes.remaining() < len {
+            return Err(CodecError::invalid(what, "truncated batch"));
+        }
+        batches.push(bytes.split_to(len));
+    }
+    if bytes.has_remaining() {
+        return Err(CodecError::invalid(what, "trailing bytes"));
+    }
+    Ok(batches)
+}
+
+fn decode_partition_command(mut payload: Bytes, version: u8) -> Result<PartitionCommand, CodecError> {
+    if version == ENTRY_FORMAT_VERSION_V1 {
+        return Ok(PartitionCommand::Append { batches: get_append_body(payload)? });
+    }
+    if !payload.has_remaining() {
+        return Err(CodecError::invalid("partition entry", "no command"));
+    }
+    match payload.get_u8() {
+        COMMAND_APPEND => Ok(PartitionCommand::Append { batches: get_append_body(payload)? }),
+        other => Err(CodecError::invalid("partition entry", format!("command {other}"))),
+    }
 }
 
 impl AppDataCodec for PartitionRequest {
-    fn encode_into(&self, out: &mut BytesMut) {
-        out.put_u32(u32::try_from(self.batches.len()).expect("entry batch count is bounded"));
-        for batch in &self.batches {
-            out.put_u32(u32::try_from(batch.len()).expect("batches are bounded by BATCH_BYTES_MAX"));
-            out.put_slice(batch);
+    fn encoded_len(&self) -> usize {
+        match &self.command {
+            PartitionCommand::Append { batches } => 1 + append_body_len(batches),
         }
     }
 
-    fn decode_from(mut bytes: Bytes) -> Result<Self, CodecError> {
-        let what = "partition entry";
-        if bytes.remaining() < 4 {
-            return Err(CodecError::invalid(what, "no batch count"));
-        }
-        let count = bytes.get_u32() as usize;
-        // Every batch takes at least its 4-byte length: a count beyond that is a lie.
-        if count > bytes.remaining() / 4 {
-            return Err(CodecError::invalid(what, format!("{count} batches in {} bytes", bytes.remaining())));
-        }
-        let mut batches = Vec::with_capacity(count);
-        for _ in 0..count {
-            if bytes.remaining() < 4 {
-                return Err(CodecError::invalid(what, "truncated batch length"));
+    fn encode_into(&self, out: &mut BytesMut) {
+        match &self.command {
+            PartitionCommand::Append { batches } => {
+                out.put_u8(COMMAND_APPEND);
+                put_append_body(out, batches);
             }
-            let len = bytes.get_u32() as usize;
-            if bytes.remaining() < len {
-                return Err(CodecError::invalid(what, "truncated batch"));
-            }
-            batches.push(bytes.split_to(len));
         }
-        if bytes.has_remaining() {
-            return Err(CodecError::invalid(what, "trailing bytes"));
-        }
-        Ok(PartitionRequest { batches })
+    }
+
+    fn decode_from(payload: Bytes, version: u8, entry: Bytes) -> Result<Self, CodecError> {
+        let command = decode_partition_command(payload, version)?;
+        Ok(PartitionRequest { command, stored: Some(entry) })
+    }
+
+    fn stored_entry(&self) -> Option<&Bytes> {
+        self.stored.as_ref()
     }
 }
 
 impl AppDataCodec for MetaRequest {
+    fn encoded_len(&self) -> usize {
+        // Registry changes are rare and small: measured by encoding, not computed.
+        serde_json::to_vec(&self.0).map_or(0, |v| v.len())
+    }
+
     fn encode_into(&self, out: &mut BytesMut) {
-        // Registry changes are rare and small; JSON keeps them readable in a debugger.
+        // JSON keeps registry changes readable in a debugger.
         out.put_slice(&serde_json::to_vec(&self.0).expect("meta commands are always serializable"));
     }
 
-    fn decode_from(bytes: Bytes) -> Result<Self, CodecError> {
-        serde_json::from_slice(&bytes)
+    fn decode_from(payload: Bytes, _version: u8, _entry: Bytes) -> Result<Self, CodecError> {
+        serde_json::from_slice(&payload)
             .map(MetaRequest)
             .map_err(|e| CodecError::invalid("meta entry", e.to_string()))
     }
@@ -152,8 +211,27 @@ pub fn decode_vote(mut bytes: Bytes) -> Result<openraft::impls::Vote<LeaderId<u6
     Ok(openraft::impls::Vote { leader_id: LeaderId { term, node_id }, committed })
 }
 
+/// The entry's bytes: the stored bytes it was decoded from when it carries them (replication
+/// and a follower's append re-encode nothing), otherwise encoded into a buffer of exactly the
+/// right size.
 pub fn encode_entry<C: GroupConfig>(entry: &C::Entry) -> Bytes {
-    let mut out = BytesMut::with_capacity(ENTRY_HEADER_BYTES + 64);
+    if let EntryPayload::Normal(data) = &entry.payload
+        && let Some(stored) = data.stored_entry()
+        && stored.first() == Some(&ENTRY_FORMAT_VERSION)
+        && entry_log_id(stored).is_ok_and(|id| id == entry.log_id)
+    {
+        return stored.clone();
+    }
+    let membership = match &entry.payload {
+        EntryPayload::Membership(m) => serde_json::to_vec(m).expect("membership is always serializable"),
+        _ => Vec::new(),
+    };
+    let payload_len = match &entry.payload {
+        EntryPayload::Blank => 0,
+        EntryPayload::Normal(data) => data.encoded_len(),
+        EntryPayload::Membership(_) => membership.len(),
+    };
+    let mut out = BytesMut::with_capacity(ENTRY_HEADER_BYTES + payload_len);
     out.put_u8(ENTRY_FORMAT_VERSION);
     let kind = match &entry.payload {
         EntryPayload::Blank => KIND_BLANK,
@@ -165,20 +243,19 @@ pub fn encode_entry<C: GroupConfig>(entry: &C::Entry) -> Bytes {
     match &entry.payload {
         EntryPayload::Blank => {}
         EntryPayload::Normal(data) => data.encode_into(&mut out),
-        EntryPayload::Membership(m) => {
-            out.put_slice(&serde_json::to_vec(m).expect("membership is always serializable"));
-        }
+        EntryPayload::Membership(_) => out.put_slice(&membership),
     }
+    debug_assert_eq!(out.len(), ENTRY_HEADER_BYTES + payload_len, "encoded_len is exact");
     out.freeze()
 }
 
 /// Reads only the log id of an encoded entry.
 pub fn entry_log_id(bytes: &Bytes) -> Result<GroupLogId, CodecError> {
-    let (_, log_id, _) = split_entry(bytes.clone())?;
+    let (_, _, log_id, _) = split_entry(bytes.clone())?;
     Ok(log_id)
 }
 
-fn split_entry(mut bytes: Bytes) -> Result<(u8, GroupLogId, Bytes), CodecError> {
+fn split_entry(mut bytes: Bytes) -> Result<(u8, u8, GroupLogId, Bytes), CodecError> {
     if bytes.len() > ENTRY_BYTES_MAX + ENTRY_HEADER_BYTES + 1024 {
         return Err(CodecError::invalid("entry", format!("{} bytes exceeds the entry limit", bytes.len())));
     }
@@ -186,20 +263,20 @@ fn split_entry(mut bytes: Bytes) -> Result<(u8, GroupLogId, Bytes), CodecError> 
         return Err(CodecError::invalid("entry", "shorter than its header"));
     }
     let version = bytes.get_u8();
-    if version != ENTRY_FORMAT_VERSION {
+    if version != ENTRY_FORMAT_VERSION && version != ENTRY_FORMAT_VERSION_V1 {
         return Err(CodecError::invalid("entry", format!("format version {version}")));
     }
     let kind = bytes.get_u8();
     let log_id = get_log_id(&mut bytes, "entry")?;
-    Ok((kind, log_id, bytes))
+    Ok((version, kind, log_id, bytes))
 }
 
 pub fn decode_entry<C: GroupConfig>(bytes: Bytes) -> Result<C::Entry, CodecError> {
-    let (kind, log_id, payload) = split_entry(bytes)?;
+    let (version, kind, log_id, payload) = split_entry(bytes.clone())?;
     let payload = match kind {
         KIND_BLANK if payload.is_empty() => EntryPayload::Blank,
         KIND_BLANK => return Err(CodecError::invalid("entry", "blank entry with a payload")),
-        KIND_NORMAL => EntryPayload::Normal(C::D::decode_from(payload)?),
+        KIND_NORMAL => EntryPayload::Normal(C::D::decode_from(payload, version, bytes)?),
         KIND_MEMBERSHIP => {
             let m: Membership<u64, BasicNode> = serde_json::from_slice(&payload)
                 .map_err(|e| CodecError::invalid("membership", e.to_string()))?;
@@ -211,11 +288,13 @@ pub fn decode_entry<C: GroupConfig>(bytes: Bytes) -> Result<C::Entry, CodecError
 }
 
 /// The batches of an encoded partition entry, as slices of it; empty for blank and membership
-/// entries.
+/// entries and for commands other than appends.
 pub fn partition_entry_batches(bytes: Bytes) -> Result<Vec<Bytes>, CodecError> {
-    let (kind, _, payload) = split_entry(bytes)?;
+    let (version, kind, _, payload) = split_entry(bytes)?;
     match kind {
-        KIND_NORMAL => Ok(PartitionRequest::decode_from(payload)?.batches),
+        KIND_NORMAL => match decode_partition_command(payload, version)? {
+            PartitionCommand::Append { batches } => Ok(batches),
+        },
         _ => Ok(Vec::new()),
     }
 }
@@ -225,21 +304,23 @@ mod tests {
     use super::*;
     use crate::types::PartitionRaft;
 
+    type Entry = <PartitionRaft as openraft::RaftTypeConfig>::Entry;
+
     fn log_id(term: u64, node: u64, index: u64) -> GroupLogId {
         LogId { leader_id: LeaderId { term, node_id: node }, index }
+    }
+
+    fn append(log_id: GroupLogId, batches: &[&'static [u8]]) -> Entry {
+        let batches = batches.iter().map(|b| Bytes::from_static(b)).collect();
+        openraft::Entry { log_id, payload: EntryPayload::Normal(PartitionRequest::append(batches)) }
     }
 
     #[test]
     fn entries_round_trip() {
         let membership = Membership::new_with_defaults(vec![[1u64, 2, 3].into_iter().collect()], [4u64]);
-        let entries: Vec<<PartitionRaft as openraft::RaftTypeConfig>::Entry> = vec![
+        let entries: Vec<Entry> = vec![
             openraft::Entry { log_id: log_id(1, 2, 3), payload: EntryPayload::Blank },
-            openraft::Entry {
-                log_id: log_id(4, 5, 6),
-                payload: EntryPayload::Normal(PartitionRequest {
-                    batches: vec![Bytes::from_static(b"one"), Bytes::new(), Bytes::from_static(b"three")],
-                }),
-            },
+            append(log_id(4, 5, 6), &[b"one", b"", b"three"]),
             openraft::Entry { log_id: log_id(7, 8, 9), payload: EntryPayload::Membership(membership) },
         ];
         for entry in entries {
@@ -250,12 +331,61 @@ mod tests {
     }
 
     #[test]
-    fn batches_are_slices_of_the_entry() {
-        let entry: <PartitionRaft as openraft::RaftTypeConfig>::Entry = openraft::Entry {
+    fn a_decoded_entry_is_sent_again_as_the_bytes_it_came_from() {
+        let bytes = encode_entry::<PartitionRaft>(&append(log_id(4, 5, 6), &[b"abc", b"defg"]));
+        let decoded = decode_entry::<PartitionRaft>(bytes.clone()).unwrap();
+        let again = encode_entry::<PartitionRaft>(&decoded);
+        assert_eq!(again, bytes);
+        assert_eq!(again.as_ptr(), bytes.as_ptr(), "the stored bytes are reused, not re-encoded");
+
+        // An entry whose log id differs from its stored bytes' (never done by openraft) is
+        // encoded afresh, so the bytes always say what the entry is.
+        let mut moved = decoded;
+        moved.log_id = log_id(4, 5, 7);
+        let fresh = encode_entry::<PartitionRaft>(&moved);
+        assert_ne!(fresh.as_ptr(), bytes.as_ptr());
+        assert_eq!(entry_log_id(&fresh).unwrap(), log_id(4, 5, 7));
+    }
+
+    #[test]
+    fn a_fresh_entry_fills_its_buffer_exactly() {
+        let batch = Bytes::from(vec![7u8; 10_000]);
+        let entry: Entry = openraft::Entry {
             log_id: log_id(1, 1, 1),
-            payload: EntryPayload::Normal(PartitionRequest { batches: vec![Bytes::from_static(b"abc")] }),
+            payload: EntryPayload::Normal(PartitionRequest::append(vec![batch.clone(), batch])),
         };
         let bytes = encode_entry::<PartitionRaft>(&entry);
+        assert_eq!(bytes.len(), ENTRY_HEADER_BYTES + 1 + 4 + 2 * (4 + 10_000));
+    }
+
+    #[test]
+    fn version_one_entries_still_decode_as_appends() {
+        // Written by format version 1: no command byte before the batches.
+        let mut v1 = BytesMut::new();
+        v1.put_u8(ENTRY_FORMAT_VERSION_V1);
+        v1.put_u8(KIND_NORMAL);
+        put_log_id(&mut v1, &log_id(2, 1, 5));
+        put_append_body(&mut v1, &[Bytes::from_static(b"old")]);
+        let v1 = v1.freeze();
+        assert_eq!(decode_entry::<PartitionRaft>(v1.clone()).unwrap(), append(log_id(2, 1, 5), &[b"old"]));
+        assert_eq!(partition_entry_batches(v1.clone()).unwrap(), vec![Bytes::from_static(b"old")]);
+        // Sent on in the current format, never as the old bytes.
+        let again = encode_entry::<PartitionRaft>(&decode_entry::<PartitionRaft>(v1).unwrap());
+        assert_eq!(again[0], ENTRY_FORMAT_VERSION);
+    }
+
+    #[test]
+    fn an_unknown_command_is_an_error() {
+        let mut bytes = encode_entry::<PartitionRaft>(&append(log_id(1, 1, 1), &[b"abc"])).to_vec();
+        bytes[ENTRY_HEADER_BYTES] = 0xee;
+        let error = decode_entry::<PartitionRaft>(Bytes::from(bytes.clone())).unwrap_err();
+        assert!(error.to_string().contains("command 238"), "{error}");
+        assert!(partition_entry_batches(Bytes::from(bytes)).is_err());
+    }
+
+    #[test]
+    fn batches_are_slices_of_the_entry() {
+        let bytes = encode_entry::<PartitionRaft>(&append(log_id(1, 1, 1), &[b"abc"]));
         let batches = partition_entry_batches(bytes.clone()).unwrap();
         assert_eq!(batches, vec![Bytes::from_static(b"abc")]);
         let start = bytes.as_ptr() as usize;
@@ -265,16 +395,12 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_never_a_panic() {
-        let entry: <PartitionRaft as openraft::RaftTypeConfig>::Entry = openraft::Entry {
-            log_id: log_id(1, 1, 1),
-            payload: EntryPayload::Normal(PartitionRequest { batches: vec![Bytes::from_static(b"abc")] }),
-        };
-        let bytes = encode_entry::<PartitionRaft>(&entry);
+        let bytes = encode_entry::<PartitionRaft>(&append(log_id(1, 1, 1), &[b"abc"]));
         for cut in 0..bytes.len() {
             assert!(decode_entry::<PartitionRaft>(bytes.slice(..cut)).is_err(), "cut at {cut}");
         }
         let mut bad = bytes.to_vec();
-        bad[ENTRY_HEADER_BYTES] = 0xff; // batch count
+        bad[ENTRY_HEADER_BYTES + 1] = 0xff; // batch count
         assert!(decode_entry::<PartitionRaft>(Bytes::from(bad)).is_err());
         assert!(decode_vote(Bytes::from_static(b"short")).is_err());
     }

@@ -9,6 +9,7 @@ use sluice_proto::raft as pb;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::BasicNode;
 use openraft::{Config, SnapshotPolicy};
+use sluice_partition::{BatchOutcome, Sabotage};
 use sluice_storage::{Storage, StorageError};
 use sluice_types::{GroupId, ValidatedBatch};
 
@@ -27,6 +28,8 @@ pub struct RaftSettings {
     pub election_timeout_max_ms: u64,
     /// Applied entries between partition checkpoints (the granularity of retention).
     pub checkpoint_interval_entries: u64,
+    /// Deliberate bugs for the fault tests ([`Sabotage::NONE`] everywhere else).
+    pub sabotage: Sabotage,
 }
 
 impl Default for RaftSettings {
@@ -36,6 +39,7 @@ impl Default for RaftSettings {
             election_timeout_min_ms: 600,
             election_timeout_max_ms: 1200,
             checkpoint_interval_entries: crate::partition_sm::CHECKPOINT_INTERVAL_ENTRIES,
+            sabotage: Sabotage::NONE,
         }
     }
 }
@@ -184,7 +188,11 @@ impl PartitionGroup {
     ) -> Result<Self, GroupError> {
         let group_storage = storage.open_or_create_group(group).await?;
         let log_store = RocksLogStore::<PartitionRaft>::new(group_storage.clone());
-        let sm = PartitionStateMachine::open(group_storage, settings.checkpoint_interval_entries)?;
+        let sm = PartitionStateMachine::open(
+            group_storage,
+            settings.checkpoint_interval_entries,
+            settings.sabotage,
+        )?;
         let reader = sm.reader();
         let retention = sm.retention();
         let network = GroupNetworkFactory::new(group, transport);
@@ -233,13 +241,17 @@ impl PartitionGroup {
     }
 
     /// Appends validated batches as one Raft entry and waits until it is committed (on a
-    /// majority, fsynced) and applied.
-    pub async fn append(&self, batches: Vec<ValidatedBatch>) -> Result<PartitionResponse, AppendFailure> {
+    /// majority, fsynced) and applied; returns what each batch became, in order.
+    pub async fn append(&self, batches: Vec<ValidatedBatch>) -> Result<Vec<BatchOutcome>, AppendFailure> {
         self.hibernation.wake();
-        let request =
-            PartitionRequest { batches: batches.into_iter().map(ValidatedBatch::into_bytes).collect() };
+        let request = PartitionRequest::append(batches.into_iter().map(ValidatedBatch::into_bytes).collect());
         match self.raft.client_write(request).await {
-            Ok(response) => Ok(response.data),
+            Ok(response) => match response.data {
+                PartitionResponse::Appended { outcomes } => Ok(outcomes),
+                PartitionResponse::Nothing => {
+                    unreachable!("an append entry is answered with its outcomes")
+                }
+            },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(AppendFailure::NotLeader { leader: forward.leader_id })
             }

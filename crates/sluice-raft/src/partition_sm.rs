@@ -21,13 +21,13 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
-use sluice_partition::{AppendError, BatchOutcome, PartitionState};
+use sluice_partition::{AppendError, BatchOutcome, PartitionState, Sabotage};
 use sluice_storage::{AppliedKey, Durability, GroupStorage, OffsetIndexEntry, StorageError};
 use sluice_types::{BatchHeader, Offset};
 use tokio::sync::watch;
 
 use crate::log_store::io_error;
-use crate::types::{PartitionRaft, PartitionResponse};
+use crate::types::{PartitionCommand, PartitionRaft, PartitionResponse};
 use crate::{codec, snapshot_store};
 
 type C = PartitionRaft;
@@ -60,17 +60,69 @@ struct Checkpoint {
     partition: PartitionState,
 }
 
+/// The checkpoint encoding written: `version u8 | has last applied u8 | log id (24 bytes, if
+/// any) | membership length u32 | membership | partition state`, the membership as in membership
+/// entries (openraft's type, JSON: a few dozen bytes, changed rarely) and the partition state in
+/// its binary encoding, which is what grows. Checkpoints written before it are JSON objects.
+const CHECKPOINT_FORMAT_VERSION: u8 = 1;
+
+fn invalid_checkpoint(detail: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint: {}", detail.into()))
+}
+
 impl Checkpoint {
     fn index(&self) -> u64 {
         self.last_applied.map_or(0, |id| id.index)
     }
 
     fn to_bytes(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).expect("checkpoints are always serializable"))
+        use bytes::BufMut as _;
+        let membership = serde_json::to_vec(&self.membership).expect("membership is always serializable");
+        let partition = self.partition.to_bytes();
+        let mut out = bytes::BytesMut::with_capacity(2 + 24 + 4 + membership.len() + partition.len());
+        out.put_u8(CHECKPOINT_FORMAT_VERSION);
+        match &self.last_applied {
+            Some(id) => {
+                out.put_u8(1);
+                codec::put_log_id(&mut out, id);
+            }
+            None => out.put_u8(0),
+        }
+        out.put_u32(u32::try_from(membership.len()).expect("a membership is small"));
+        out.put_slice(&membership);
+        out.put_slice(&partition);
+        out.freeze()
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, io::Error> {
-        serde_json::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        use bytes::Buf as _;
+        if bytes.first() == Some(&b'{') {
+            return serde_json::from_slice(bytes).map_err(|e| invalid_checkpoint(e.to_string()));
+        }
+        let mut rest = Bytes::copy_from_slice(bytes);
+        if rest.remaining() < 2 {
+            return Err(invalid_checkpoint("truncated header"));
+        }
+        let version = rest.get_u8();
+        if version != CHECKPOINT_FORMAT_VERSION {
+            return Err(invalid_checkpoint(format!("format version {version}")));
+        }
+        let last_applied = match rest.get_u8() {
+            0 => None,
+            1 => Some(codec::get_log_id(&mut rest, "checkpoint")?),
+            other => return Err(invalid_checkpoint(format!("last-applied flag {other}"))),
+        };
+        if rest.remaining() < 4 {
+            return Err(invalid_checkpoint("truncated membership length"));
+        }
+        let len = rest.get_u32() as usize;
+        if rest.remaining() < len {
+            return Err(invalid_checkpoint("truncated membership"));
+        }
+        let membership =
+            serde_json::from_slice(&rest.split_to(len)).map_err(|e| invalid_checkpoint(e.to_string()))?;
+        let partition = PartitionState::from_bytes(&rest).map_err(|e| invalid_checkpoint(e.to_string()))?;
+        Ok(Checkpoint { last_applied, membership, partition })
     }
 }
 
@@ -87,6 +139,8 @@ pub struct Progress {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBatch {
     pub base_offset: Offset,
+    /// How many records it holds (from the offset index: counting needs no parse of the batch).
+    pub record_count: u32,
     /// The producer's bytes, unchanged.
     pub bytes: Bytes,
 }
@@ -171,7 +225,7 @@ impl PartitionReader {
                     })?
                     .clone();
                 bytes += batch.len();
-                out.push(StoredBatch { base_offset: base, bytes: batch });
+                out.push(StoredBatch { base_offset: base, record_count: row.record_count, bytes: batch });
                 next_base = base.plus(u64::from(row.record_count));
             }
             rows = self.storage.offset_index_from(next_base, FETCH_INDEX_ROWS_PER_READ)?;
@@ -194,6 +248,8 @@ pub struct PartitionStateMachine {
     retention: Arc<Mutex<RetentionFloor>>,
     progress: watch::Sender<Progress>,
     checkpoint_interval_entries: u64,
+    /// Deliberate bugs for the fault tests; none in production.
+    sabotage: Sabotage,
 }
 
 impl std::fmt::Debug for PartitionStateMachine {
@@ -209,7 +265,11 @@ impl std::fmt::Debug for PartitionStateMachine {
 impl PartitionStateMachine {
     /// Opens the state machine from its newest checkpoint (or empty). A checkpoint is taken
     /// every `checkpoint_interval_entries` applied entries: the granularity of retention.
-    pub fn open(storage: GroupStorage, checkpoint_interval_entries: u64) -> Result<Self, io::Error> {
+    pub fn open(
+        storage: GroupStorage,
+        checkpoint_interval_entries: u64,
+        sabotage: Sabotage,
+    ) -> Result<Self, io::Error> {
         assert!(checkpoint_interval_entries > 0, "checkpoint interval must be positive");
         let checkpoints: BTreeSet<u64> =
             storage.checkpoint_indexes().map_err(io_error)?.into_iter().collect();
@@ -239,6 +299,7 @@ impl PartitionStateMachine {
             retention: Arc::new(Mutex::new(RetentionFloor::Nothing)),
             progress,
             checkpoint_interval_entries,
+            sabotage,
         })
     }
 
@@ -280,6 +341,38 @@ impl PartitionStateMachine {
             self.checkpoints.remove(&victim);
             batch.delete_applied(AppliedKey::Checkpoint(victim));
         }
+    }
+
+    /// Applies an append: each readable batch gets its outcome and, if appended, its offset-index
+    /// row in `write`.
+    fn apply_append(
+        &mut self,
+        log_id: LogIdOf<C>,
+        batches: &[Bytes],
+        write: &mut sluice_storage::Batch,
+    ) -> Vec<BatchOutcome> {
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for (position, bytes) in batches.iter().enumerate() {
+            let outcome = match BatchHeader::read(bytes) {
+                Ok(header) => {
+                    let outcome = self.current.partition.apply_batch_with(&header, self.sabotage);
+                    if let BatchOutcome::Appended { base_offset } = outcome {
+                        write.put_offset_index(
+                            base_offset,
+                            OffsetIndexEntry {
+                                index: log_id.index,
+                                position: u32::try_from(position).expect("entry batch count is bounded"),
+                                record_count: header.record_count,
+                            },
+                        );
+                    }
+                    outcome
+                }
+                Err(e) => BatchOutcome::Rejected(AppendError::Unreadable(e.to_string())),
+            };
+            outcomes.push(outcome);
+        }
+        outcomes
     }
 
     /// The state at the retention boundary, if it is past the current snapshot.
@@ -373,36 +466,18 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             self.current.last_applied = Some(log_id);
-            let mut response = PartitionResponse::default();
-            match entry.payload {
-                EntryPayload::Blank => {}
+            let response = match entry.payload {
+                EntryPayload::Blank => PartitionResponse::Nothing,
                 EntryPayload::Membership(membership) => {
                     self.current.membership = StoredMembershipOf::<C>::new(Some(log_id), membership);
+                    PartitionResponse::Nothing
                 }
-                EntryPayload::Normal(request) => {
-                    for (position, bytes) in request.batches.iter().enumerate() {
-                        let outcome = match BatchHeader::read(bytes) {
-                            Ok(header) => {
-                                let outcome = self.current.partition.apply_batch(&header);
-                                if let BatchOutcome::Appended { base_offset } = outcome {
-                                    batch.put_offset_index(
-                                        base_offset,
-                                        OffsetIndexEntry {
-                                            index: log_id.index,
-                                            position: u32::try_from(position)
-                                                .expect("entry batch count is bounded"),
-                                            record_count: header.record_count,
-                                        },
-                                    );
-                                }
-                                outcome
-                            }
-                            Err(e) => BatchOutcome::Rejected(AppendError::Unreadable(e.to_string())),
-                        };
-                        response.outcomes.push(outcome);
-                    }
-                }
-            }
+                EntryPayload::Normal(request) => match &request.command {
+                    PartitionCommand::Append { batches } => PartitionResponse::Appended {
+                        outcomes: self.apply_append(log_id, batches, &mut batch),
+                    },
+                },
+            };
             if log_id.index >= last_checkpoint + self.checkpoint_interval_entries {
                 checkpoint_due = true;
             }
@@ -489,5 +564,61 @@ impl RaftStateMachine<C> for PartitionStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Bytes>>, io::Error> {
         snapshot_store::load::<C>(&self.storage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::Membership;
+    use openraft::impls::leader_id_adv::LeaderId;
+    use sluice_types::{BatchHeader, Compression, ProducerEpoch, ProducerId, Sequence};
+
+    use super::*;
+
+    fn checkpoint() -> Checkpoint {
+        let mut partition = PartitionState::default();
+        for pid in 1..=5u64 {
+            partition.apply_batch(&BatchHeader {
+                producer_id: ProducerId(pid),
+                producer_epoch: ProducerEpoch(1),
+                base_sequence: Sequence(0),
+                record_count: 3,
+                base_timestamp_ms: 0,
+                compression: Compression::None,
+            });
+        }
+        let log_id = openraft::LogId { leader_id: LeaderId { term: 3, node_id: 2 }, index: 41 };
+        let membership = Membership::new_with_defaults(vec![[1u64, 2, 3].into_iter().collect()], []);
+        Checkpoint {
+            last_applied: Some(log_id),
+            membership: StoredMembershipOf::<C>::new(Some(log_id), membership),
+            partition,
+        }
+    }
+
+    #[test]
+    fn checkpoints_round_trip_in_binary_and_old_json_ones_still_read() {
+        let checkpoint = checkpoint();
+        let bytes = checkpoint.to_bytes();
+        assert_ne!(bytes.first(), Some(&b'{'), "written in the binary encoding");
+        assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), checkpoint);
+        assert_eq!(Checkpoint::from_bytes(&Checkpoint::default().to_bytes()).unwrap(), Checkpoint::default());
+        let json = serde_json::to_vec(&checkpoint).unwrap();
+        assert_eq!(Checkpoint::from_bytes(&json).unwrap(), checkpoint);
+        assert!(bytes.len() < json.len(), "binary {} bytes, JSON {} bytes", bytes.len(), json.len());
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_an_error() {
+        let bytes = checkpoint().to_bytes();
+        for cut in 0..bytes.len() {
+            assert!(Checkpoint::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut version = bytes.to_vec();
+        version[0] = 7;
+        assert!(Checkpoint::from_bytes(&version).is_err());
+        let mut flag = bytes.to_vec();
+        flag[1] = 2;
+        assert!(Checkpoint::from_bytes(&flag).is_err());
     }
 }

@@ -46,28 +46,73 @@ impl<T> GroupConfig for T where
 {
 }
 
-/// A partition's Raft entry: one or more record batches, each exactly as its producer encoded it
-/// and the leader validated it. The leader may coalesce concurrent batches into one entry.
+/// What a partition's Raft entry asks the partition to do. Each command has its own kind byte in
+/// the entry encoding ([`crate::codec`]), so that new commands (offset commits, lease grants,
+/// acknowledgements) replicate next to record batches without touching the ones stored before.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionRequest {
-    pub batches: Vec<Bytes>,
+pub enum PartitionCommand {
+    /// Appends record batches, each exactly as its producer encoded it and the leader validated
+    /// it. The leader may coalesce concurrent batches into one entry.
+    Append { batches: Vec<Bytes> },
 }
 
-impl fmt::Display for PartitionRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "append {} batches", self.batches.len())
+/// A partition's Raft entry: a command, and the stored entry it was decoded from, if it was.
+///
+/// The leader encodes an entry once, when it appends it to its log; every replication stream
+/// then reads it back from the log and sends the stored bytes as they are, and a follower stores
+/// the bytes it received. So an entry is encoded once in the whole cluster, not once per
+/// follower plus once per replica.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartitionRequest {
+    pub command: PartitionCommand,
+    /// The whole encoded entry (header included) this request was decoded from.
+    #[serde(skip)]
+    pub(crate) stored: Option<Bytes>,
+}
+
+impl PartitionRequest {
+    pub fn new(command: PartitionCommand) -> Self {
+        PartitionRequest { command, stored: None }
+    }
+
+    /// An append of `batches`.
+    pub fn append(batches: Vec<Bytes>) -> Self {
+        PartitionRequest::new(PartitionCommand::Append { batches })
     }
 }
 
-/// What applying a [`PartitionRequest`] did to each of its batches, in order.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionResponse {
-    pub outcomes: Vec<BatchOutcome>,
+/// Two requests are equal when their commands are: where the bytes came from does not matter.
+impl PartialEq for PartitionRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.command == other.command
+    }
+}
+
+impl Eq for PartitionRequest {}
+
+impl fmt::Display for PartitionRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.command {
+            PartitionCommand::Append { batches } => write!(f, "append {} batches", batches.len()),
+        }
+    }
+}
+
+/// What applying a [`PartitionRequest`] did, one variant per command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartitionResponse {
+    /// What each batch of an append became, in order.
+    Appended { outcomes: Vec<BatchOutcome> },
+    /// A blank or membership entry: nothing to answer.
+    Nothing,
 }
 
 impl fmt::Display for PartitionResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} outcomes", self.outcomes.len())
+        match self {
+            PartitionResponse::Appended { outcomes } => write!(f, "{} outcomes", outcomes.len()),
+            PartitionResponse::Nothing => f.write_str("nothing"),
+        }
     }
 }
 

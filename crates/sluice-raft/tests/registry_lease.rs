@@ -20,6 +20,7 @@ const SETTINGS: RaftSettings = RaftSettings {
     election_timeout_min_ms: 300,
     election_timeout_max_ms: 600,
     checkpoint_interval_entries: 16,
+    sabotage: sluice_partition::Sabotage::NONE,
 };
 
 /// Polls `check` every 10 ms until it returns `Some`, or panics after `timeout` naming `what`.

@@ -25,7 +25,8 @@ impl
         let storage = Storage::open(dir.path(), &StorageOptions::default()).expect("open storage");
         let group = storage.create_group(GroupId(1)).await.expect("create group");
         let log = RocksLogStore::new(group.clone());
-        let sm = PartitionStateMachine::open(group, 4).expect("open state machine");
+        let sm = PartitionStateMachine::open(group, 4, sluice_partition::Sabotage::NONE)
+            .expect("open state machine");
         // The suite builds snapshots of everything applied: that is retention that keeps nothing.
         *sm.retention().lock().expect("retention lock") = RetentionFloor::Everything;
         Ok((dir, log, sm))

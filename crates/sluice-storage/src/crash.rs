@@ -54,17 +54,29 @@ pub const CRASH_POINTS: [&str; 5] = [
     "meta_before_assign",
 ];
 
+/// Why a crash point could not be armed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CrashPointError {
+    #[error("no crash point {0}; there are {CRASH_POINTS:?}")]
+    Unknown(String),
+    #[error("this node was built without the failpoints feature")]
+    NotBuilt,
+    #[error("crash point {name}: bad action: {reason}")]
+    BadAction { name: String, reason: String },
+}
+
 /// Arms (or, with `off`, disarms) a crash point while the node runs; `action` is a `fail`
 /// action such as `return` (crash at the next pass) or `20*off->return`.
-pub fn arm_crash_point(name: &str, action: &str) -> Result<(), String> {
+pub fn arm_crash_point(name: &str, action: &str) -> Result<(), CrashPointError> {
     if !CRASH_POINTS.contains(&name) {
-        return Err(format!("no crash point {name}; there are {CRASH_POINTS:?}"));
+        return Err(CrashPointError::Unknown(name.to_string()));
     }
     #[cfg(feature = "failpoints")]
-    return fail::cfg(name, action);
+    return fail::cfg(name, action)
+        .map_err(|reason| CrashPointError::BadAction { name: name.to_string(), reason });
     #[cfg(not(feature = "failpoints"))]
     {
         let _ = action;
-        Err("this node was built without the failpoints feature".into())
+        Err(CrashPointError::NotBuilt)
     }
 }

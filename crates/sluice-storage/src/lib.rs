@@ -19,7 +19,7 @@ mod storage;
 mod writer;
 
 pub use batch::Batch;
-pub use crash::{CRASH_POINTS, CrashPoints, arm_crash_point, crash_point};
+pub use crash::{CRASH_POINTS, CrashPointError, CrashPoints, arm_crash_point, crash_point};
 pub use error::StorageError;
 pub use keys::{AppliedKey, RaftStateKey};
 pub use storage::{GroupStorage, IndexedEntry, OffsetIndexEntry, Storage, StorageOptions, StorageStats};

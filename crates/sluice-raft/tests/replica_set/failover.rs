@@ -17,7 +17,7 @@ async fn must_append(set: &ReplicaSet, batch: &ValidatedBatch) -> BatchOutcome {
     must_eventually("an acknowledged append", Duration::from_secs(20), || async {
         for node in set.running() {
             match set.group(node).append(vec![batch.clone()]).await {
-                Ok(response) => return Some(response.outcomes[0].clone()),
+                Ok(response) => return Some(response[0].clone()),
                 Err(AppendFailure::NotLeader { .. } | AppendFailure::Indeterminate(_)) => {}
             }
         }
@@ -45,7 +45,7 @@ async fn new_leader_continues_offsets_and_loses_nothing_acknowledged() {
     for i in 0..40u32 {
         let count = 1 + i % 5;
         let outcome = set.group(first_leader).append(vec![must_batch(PRODUCER, seq, count)]).await.unwrap();
-        assert_eq!(outcome.outcomes, vec![BatchOutcome::Appended { base_offset: next }]);
+        assert_eq!(outcome, vec![BatchOutcome::Appended { base_offset: next }]);
         seq += u64::from(count);
         next = next.plus(u64::from(count));
     }
@@ -68,7 +68,7 @@ async fn new_leader_continues_offsets_and_loses_nothing_acknowledged() {
     assert_eq!(must_base(&retried), next, "the in-doubt batch takes the next offsets exactly once");
     if let Ok(response) = first_answer {
         // The first attempt was committed: the retry must be recognised as its duplicate.
-        assert_eq!(response.outcomes, vec![BatchOutcome::Appended { base_offset: next }]);
+        assert_eq!(response, vec![BatchOutcome::Appended { base_offset: next }]);
         assert_eq!(retried, BatchOutcome::Duplicate { base_offset: next });
     }
     seq += 3;

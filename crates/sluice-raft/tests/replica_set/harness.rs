@@ -22,6 +22,7 @@ pub fn settings() -> RaftSettings {
         election_timeout_min_ms: 300,
         election_timeout_max_ms: 600,
         checkpoint_interval_entries: 16,
+        sabotage: sluice_partition::Sabotage::NONE,
     }
 }
 

@@ -21,7 +21,7 @@ async fn lagging_follower_keeps_every_retained_record_after_a_purge() {
     let mut next = Offset(0);
     for seq in 0..100u64 {
         let response = set.group(leader).append(vec![must_batch(0, seq, 2)]).await.unwrap();
-        assert_eq!(response.outcomes, vec![BatchOutcome::Appended { base_offset: next }]);
+        assert_eq!(response, vec![BatchOutcome::Appended { base_offset: next }]);
         next = next.plus(2);
     }
 

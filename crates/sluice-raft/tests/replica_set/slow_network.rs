@@ -30,6 +30,6 @@ async fn appends_commit_when_a_round_trip_outlasts_the_heartbeat() {
             .await
             .unwrap_or_else(|_| panic!("append {seq} not committed within 10 s over slow links"))
             .unwrap();
-        assert_eq!(outcome.outcomes, vec![BatchOutcome::Appended { base_offset: Offset(seq * 2) }]);
+        assert_eq!(outcome, vec![BatchOutcome::Appended { base_offset: Offset(seq * 2) }]);
     }
 }

@@ -15,7 +15,7 @@ async fn leadership_moves_to_the_named_follower() {
     let set = ReplicaSet::start(&[1, 2, 3]).await;
     let old = set.must_leader(Duration::from_secs(10)).await;
     let outcome = set.group(old).append(vec![must_batch(9, 0, 4)]).await.unwrap();
-    assert_eq!(outcome.outcomes, vec![BatchOutcome::Appended { base_offset: Offset(0) }]);
+    assert_eq!(outcome, vec![BatchOutcome::Appended { base_offset: Offset(0) }]);
 
     let to = set.running().into_iter().find(|n| *n != old).unwrap();
     set.must_catch_up(to, Offset(4), Duration::from_secs(10)).await;
@@ -40,5 +40,5 @@ async fn leadership_moves_to_the_named_follower() {
         other => panic!("the old leader must refuse writes, got {other:?}"),
     }
     let outcome = set.group(to).append(vec![must_batch(9, 4, 2)]).await.unwrap();
-    assert_eq!(outcome.outcomes, vec![BatchOutcome::Appended { base_offset: Offset(4) }]);
+    assert_eq!(outcome, vec![BatchOutcome::Appended { base_offset: Offset(4) }]);
 }

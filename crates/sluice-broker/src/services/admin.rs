@@ -1,5 +1,5 @@
 //! The admin API: cluster status and topics. Writes go to the registry leader through
-//! `Node::propose`; consistent reads through its linearizable barrier.
+//! `Registry::propose`; consistent reads through its linearizable barrier.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,41 +9,28 @@ use sluice_meta::{BrokerState, MetaCommand, MetaResponse, Topic, TopicConfig};
 use sluice_proto::node::GroupStatusRequest;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_server::Admin;
-use sluice_types::GroupId;
 use tonic::{Request, Response, Status};
 
 use crate::api_error::ApiError;
 use crate::node::Node;
+use crate::routing;
+use crate::services::group_status::local_group_status;
 
 const STATUS_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub struct AdminRpc {
+#[derive(Debug)]
+pub struct AdminService {
     node: Arc<Node>,
 }
 
-impl AdminRpc {
+impl AdminService {
     pub fn new(node: Arc<Node>) -> Self {
-        AdminRpc { node }
+        AdminService { node }
     }
 }
 
 fn config_to_pb(config: &TopicConfig) -> pb::TopicConfig {
     pb::TopicConfig { retention_ms: config.retention_ms, retention_bytes: config.retention_bytes }
-}
-
-/// The partition leaders this node knows: its own, then what the registry leader reported.
-fn known_leaders(node: &Node) -> HashMap<u64, u64> {
-    let mut leaders = if node.is_meta_leader() {
-        crate::liveness::reported_leaders(node)
-    } else {
-        node.cluster_info().leaders
-    };
-    for group in node.partition_groups() {
-        if group.with_metrics(|m| m.current_leader) == Some(node.id) {
-            leaders.insert(group.group().0, node.id);
-        }
-    }
-    leaders
 }
 
 fn topic_to_pb(topic: &Topic, leaders: &HashMap<u64, u64>) -> pb::TopicInfo {
@@ -64,91 +51,16 @@ fn topic_to_pb(topic: &Topic, leaders: &HashMap<u64, u64>) -> pb::TopicInfo {
     }
 }
 
-/// The status of every Raft group hosted on this node.
-pub fn local_group_status(node: &Node) -> Vec<pb::GroupStatus> {
-    let registry = node.registry();
-    let names: HashMap<GroupId, (String, u32)> = registry
-        .state
-        .topics()
-        .flat_map(|t| t.partitions.iter().map(move |p| (p.group, (t.name.clone(), p.partition))))
-        .collect();
-    let mut out = Vec::new();
-    if let Some(meta) = &node.meta {
-        let m = meta.metrics();
-        out.push(group_status(node.id, 0, String::new(), 0, &m, 0, false));
-    }
-    for group in node.partition_groups() {
-        let m = group.metrics();
-        let (topic, partition) = names.get(&group.group()).cloned().unwrap_or_default();
-        let high_watermark = group.reader().progress().high_watermark.0;
-        out.push(group_status(
-            node.id,
-            group.group().0,
-            topic,
-            partition,
-            &m,
-            high_watermark,
-            group.is_hibernating(),
-        ));
-    }
-    out
-}
-
-fn group_status<C: openraft::RaftTypeConfig<NodeId = u64, Term = u64>>(
-    reporter: u64,
-    group_id: u64,
-    topic: String,
-    partition: u32,
-    m: &openraft::RaftMetrics<C>,
-    high_watermark: u64,
-    hibernating: bool,
-) -> pb::GroupStatus {
-    let last_log_index = m.last_log_index.unwrap_or(0);
-    let replicas = m
-        .replication
-        .as_ref()
-        .map(|r| {
-            r.iter()
-                .map(|(id, matched)| {
-                    let matched_index = matched.as_ref().map(|l| l.index);
-                    pb::ReplicaProgress {
-                        node_id: *id,
-                        matched_index,
-                        lag: last_log_index.saturating_sub(matched_index.unwrap_or(0)),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    pb::GroupStatus {
-        group_id,
-        topic,
-        partition,
-        leader: m.current_leader,
-        term: m.current_term,
-        commit_index: m.local_committed.as_ref().map_or(0, |l| l.index),
-        last_log_index,
-        replicas,
-        reported_by: reporter,
-        high_watermark,
-        hibernating,
-    }
-}
-
 #[tonic::async_trait]
-impl Admin for AdminRpc {
+impl Admin for AdminService {
     async fn cluster_status(
         &self,
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let node = &self.node;
-        let registry = node.registry();
-        let ages = if node.is_meta_leader() {
-            crate::liveness::last_seen_ms_ago(node)
-        } else {
-            node.cluster_info().last_seen_ms_ago
-        };
-        let controllers: Vec<u64> = node.config.controllers.iter().map(|c| c.id).collect();
+        let registry = node.registry().snapshot();
+        let ages = node.last_seen_ms_ago();
+        let controllers: Vec<u64> = node.registry().controllers().iter().map(|c| c.id).collect();
         let brokers: Vec<pb::BrokerStatus> = registry
             .state
             .brokers()
@@ -170,10 +82,10 @@ impl Admin for AdminRpc {
             let addr = b.addr.clone();
             let node = node.clone();
             async move {
-                if id == node.id {
+                if id == node.id() {
                     return (id, Some(local_group_status(&node)));
                 }
-                let Ok(mut client) = node.clients.node(&addr) else { return (id, None) };
+                let Ok(mut client) = node.clients().node(&addr) else { return (id, None) };
                 let mut request = Request::new(GroupStatusRequest {});
                 request.set_timeout(STATUS_CALL_TIMEOUT);
                 let answer = tokio::time::timeout(STATUS_CALL_TIMEOUT, client.group_status(request)).await;
@@ -202,12 +114,12 @@ impl Admin for AdminRpc {
                 }
             }
         }
-        let (meta_leader, meta_term, meta_commit_index) = match &node.meta {
+        let (meta_leader, meta_term, meta_commit_index) = match node.registry().meta() {
             Some(meta) => {
                 let m = meta.metrics();
                 (m.current_leader, m.current_term, m.local_committed.map_or(0, |l| l.index))
             }
-            None => (node.cluster_info().meta_leader, 0, registry.index),
+            None => (node.registry().leader(), 0, registry.index),
         };
         Ok(Response::new(pb::ClusterStatusResponse {
             meta_leader,
@@ -234,11 +146,11 @@ impl Admin for AdminRpc {
                 retention_bytes: config.retention_bytes,
             },
         };
-        match self.node.propose(command).await? {
+        match self.node.registry().propose(command).await? {
             MetaResponse::TopicCreated(topic) => Ok(Response::new(pb::CreateTopicResponse {
                 topic: Some(topic_to_pb(&topic, &HashMap::new())),
             })),
-            other => Err(ApiError::Internal(format!("unexpected registry answer {other:?}")).into()),
+            other => Err(ApiError::UnexpectedAnswer(Box::new(other)).into()),
         }
     }
 
@@ -247,7 +159,7 @@ impl Admin for AdminRpc {
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
-        self.node.propose(MetaCommand::DeleteTopic { name }).await?;
+        self.node.registry().propose(MetaCommand::DeleteTopic { name }).await?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
@@ -256,11 +168,11 @@ impl Admin for AdminRpc {
         request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
         let registry = if request.into_inner().consistent {
-            self.node.read_registry_consistent().await?
+            self.node.registry().read_consistent().await?
         } else {
-            self.node.registry()
+            self.node.registry().snapshot()
         };
-        let leaders = known_leaders(&self.node);
+        let leaders = routing::known_leaders(&self.node);
         Ok(Response::new(pb::ListTopicsResponse {
             topics: registry.state.topics().map(|t| topic_to_pb(t, &leaders)).collect(),
         }))
@@ -272,16 +184,16 @@ impl Admin for AdminRpc {
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
         let request = request.into_inner();
         let registry = if request.consistent {
-            self.node.read_registry_consistent().await?
+            self.node.registry().read_consistent().await?
         } else {
-            self.node.registry()
+            self.node.registry().snapshot()
         };
         let topic = registry
             .state
             .topic(&request.name)
             .ok_or_else(|| ApiError::Meta(sluice_meta::MetaError::UnknownTopic(request.name.clone())))?;
         Ok(Response::new(pb::DescribeTopicResponse {
-            topic: Some(topic_to_pb(topic, &known_leaders(&self.node))),
+            topic: Some(topic_to_pb(topic, &routing::known_leaders(&self.node))),
         }))
     }
 }

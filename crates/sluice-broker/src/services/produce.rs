@@ -1,0 +1,93 @@
+//! `Produce` and `InitProducer`: validated batches through admission into the partition's Raft
+//! log, answered once a majority has them fsynced and applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_meta::{MetaCommand, MetaResponse};
+use sluice_partition::BatchOutcome;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::producer_server::Producer;
+use sluice_raft::AppendFailure;
+use sluice_types::ValidatedBatch;
+use tonic::{Request, Response, Status};
+
+use crate::api_error::{ApiError, DataError};
+use crate::node::Node;
+use crate::routing;
+
+/// A produce waits at most this many election timeouts for its commit.
+const COMMIT_DEADLINE_ELECTIONS: u32 = 3;
+
+#[derive(Debug)]
+pub struct ProducerService {
+    node: Arc<Node>,
+}
+
+impl ProducerService {
+    pub fn new(node: Arc<Node>) -> Self {
+        ProducerService { node }
+    }
+
+    async fn produce(&self, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, DataError> {
+        let node = &self.node;
+        let replica = routing::serving_replica(node, &request.topic, request.partition, false)?;
+        let batch = ValidatedBatch::validate(request.batch)?;
+        let _permit = node.admission().try_admit(replica.group(), batch.bytes().len())?;
+        // A leader that cannot reach a quorum would hold the request forever; past the deadline
+        // the client is told the outcome is unknown and retries (idempotently) elsewhere.
+        let deadline = COMMIT_DEADLINE_ELECTIONS * node.election_timeout_max();
+        let outcomes = match tokio::time::timeout(deadline, replica.append(vec![batch])).await {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(AppendFailure::NotLeader { leader })) => return Err(routing::not_leader(node, leader)),
+            Ok(Err(e)) => return Err(DataError::Indeterminate(e)),
+            Err(_) => return Err(DataError::CommitTimeout { waited_ms: millis(deadline) }),
+        };
+        match outcomes.into_iter().next() {
+            Some(BatchOutcome::Appended { base_offset }) => {
+                Ok(pb::ProduceResponse { error: None, base_offset: base_offset.0, duplicate: false })
+            }
+            Some(BatchOutcome::Duplicate { base_offset }) => {
+                Ok(pb::ProduceResponse { error: None, base_offset: base_offset.0, duplicate: true })
+            }
+            Some(BatchOutcome::Rejected(reason)) => Err(DataError::Rejected(reason)),
+            None => Err(DataError::NoOutcome),
+        }
+    }
+
+    async fn init_producer(&self) -> Result<pb::InitProducerResponse, DataError> {
+        match self.node.registry().propose(MetaCommand::AllocateProducerIds { count: 1 }).await? {
+            MetaResponse::ProducerIds { first, .. } => {
+                Ok(pb::InitProducerResponse { error: None, producer_id: first.0, producer_epoch: 0 })
+            }
+            other => Err(ApiError::UnexpectedAnswer(Box::new(other)).into()),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[tonic::async_trait]
+impl Producer for ProducerService {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let response = ProducerService::produce(self, request.into_inner()).await.unwrap_or_else(|error| {
+            pb::ProduceResponse { error: Some(error.to_pb()), ..pb::ProduceResponse::default() }
+        });
+        Ok(Response::new(response))
+    }
+
+    async fn init_producer(
+        &self,
+        _request: Request<pb::InitProducerRequest>,
+    ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        let response = ProducerService::init_producer(self).await.unwrap_or_else(|error| {
+            pb::InitProducerResponse { error: Some(error.to_pb()), ..pb::InitProducerResponse::default() }
+        });
+        Ok(Response::new(response))
+    }
+}

@@ -12,7 +12,7 @@ use sluice_types::GroupId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::LimitsConfig;
-use crate::sync::lock;
+use sluice_types::sync::lock;
 
 /// Admission counts memory in units of this many bytes.
 const ADMISSION_UNIT_BYTES: u64 = 1024;

@@ -12,6 +12,7 @@ use sluice_proto::v1::admin_client::AdminClient;
 use sluice_raft::network::BoxFuture;
 use sluice_raft::{Transport, TransportError};
 use sluice_types::GroupId;
+use sluice_types::sync::lock;
 use tonic::transport::{Channel, Endpoint};
 
 /// The largest peer message; bounds what a peer can make this node allocate.
@@ -32,7 +33,7 @@ impl Clients {
 
     pub fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
         let addr = self.overrides.get(addr).map_or(addr, String::as_str);
-        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut channels = lock(&self.channels);
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }

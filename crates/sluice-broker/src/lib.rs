@@ -20,7 +20,6 @@ mod routing;
 mod server;
 mod services;
 mod start;
-mod sync;
 mod tasks;
 
 pub use config::{NodeConfig, sabotage_from_env};

@@ -16,7 +16,7 @@ use crate::clients::Clients;
 use crate::config::NodeConfig;
 use crate::peer_table::{PeerChanges, PeerTable};
 use crate::registry::Registry;
-use crate::sync::lock;
+use sluice_types::sync::lock;
 
 /// What the registry leader told this node in its last heartbeat answer.
 #[derive(Clone, Debug, Default)]

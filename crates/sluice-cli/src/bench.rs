@@ -41,9 +41,12 @@ async fn ensure_topic(
     let wait = Duration::from_secs(30 + u64::from(partitions) / 100);
     let deadline = Instant::now() + wait;
     loop {
-        let meta = cluster.topic(topic, true).await?;
-        if meta.leaders.iter().all(Option::is_some) {
-            return Ok(());
+        // A broker whose registry copy has not applied the creation yet knows no such topic.
+        match cluster.topic(topic, true).await {
+            Ok(meta) if meta.leaders.iter().all(Option::is_some) => return Ok(()),
+            Ok(_) => {}
+            Err(ClientError::Refused { code, .. }) if code == "UNKNOWN_TOPIC_OR_PARTITION" => {}
+            Err(e) => return Err(e),
         }
         if Instant::now() > deadline {
             return Err(ClientError::Unreachable(format!(

@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::ClientError;
 use crate::error::refused;
+use sluice_types::sync::lock;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest any single call may take.
@@ -79,7 +80,7 @@ impl Cluster {
     }
 
     pub(crate) fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
-        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut channels = lock(&self.channels);
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
@@ -102,10 +103,7 @@ impl Cluster {
 
     /// Cached metadata of `topic`, fetched when absent or when `refresh` is asked.
     pub async fn topic(&self, topic: &str, refresh: bool) -> Result<Arc<TopicMeta>, ClientError> {
-        if !refresh
-            && let Some(meta) =
-                self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(topic)
-        {
+        if !refresh && let Some(meta) = lock(&self.topics).get(topic) {
             return Ok(meta.clone());
         }
         let mut failures = Vec::new();
@@ -130,10 +128,7 @@ impl Cluster {
                         }
                     }
                     let meta = Arc::new(TopicMeta { leaders });
-                    self.topics
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(topic.to_string(), meta.clone());
+                    lock(&self.topics).insert(topic.to_string(), meta.clone());
                     return Ok(meta);
                 }
                 Err(status) => {
@@ -170,7 +165,7 @@ impl Cluster {
         let start = self.rotation.fetch_add(1, Ordering::Relaxed) % self.bootstrap.len();
         let mut order: Vec<String> =
             self.bootstrap[start..].iter().chain(&self.bootstrap[..start]).cloned().collect();
-        let mut suspects = self.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut suspects = lock(&self.suspects);
         suspects.retain(|_, since| since.elapsed() < SUSPECT_FOR);
         order.sort_by_key(|addr| suspects.contains_key(addr));
         order
@@ -178,7 +173,7 @@ impl Cluster {
 
     /// `addr` did not answer: ask it last for a while.
     fn suspect(&self, addr: &str) {
-        let mut suspects = self.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut suspects = lock(&self.suspects);
         if suspects.len() < self.bootstrap.len() * 2 {
             suspects.insert(addr.to_string(), std::time::Instant::now());
         }
@@ -186,7 +181,7 @@ impl Cluster {
 
     /// Remembers a leader learned from a `NOT_LEADER` answer.
     pub(crate) fn set_leader(&self, topic: &str, partition: u32, addr: String) {
-        let mut topics = self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut topics = lock(&self.topics);
         if let Some(meta) = topics.get(topic) {
             let mut updated = (**meta).clone();
             if let Some(slot) = updated.leaders.get_mut(partition as usize) {

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::ClientError;
 use crate::cluster::Cluster;
 use crate::error::{code_name, refused};
+use sluice_types::sync::lock;
 
 /// Records per batch at most, whatever their size.
 const BATCH_RECORDS_MAX: usize = 10_000;
@@ -172,7 +173,7 @@ impl Producer {
     }
 
     fn worker(&self, topic: &str, partition: u32) -> mpsc::Sender<Pending> {
-        let mut workers = self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut workers = lock(&self.workers);
         if let Some(sender) = workers.get(&(topic.to_string(), partition)) {
             return sender.clone();
         }
@@ -185,16 +186,15 @@ impl Producer {
             in_flight: self.in_flight.clone(),
         };
         let task = tokio::spawn(worker.run(rx));
-        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(task);
+        lock(&self.tasks).push(task);
         workers.insert((topic.to_string(), partition), tx.clone());
         tx
     }
 
     /// Sends everything queued, waits for every outcome, and stops.
     pub async fn close(self) {
-        self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-        let tasks =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        lock(&self.workers).clear();
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
         for task in tasks {
             let _ = task.await;
         }

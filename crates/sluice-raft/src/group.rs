@@ -18,6 +18,7 @@ use crate::log_store::RocksLogStore;
 use crate::network::{BoxFuture, GroupNetworkFactory, GroupRpc, RaftDispatcher, RaftGroupRpc, Transport};
 use crate::partition_sm::{PartitionReader, PartitionStateMachine, RetentionFloor};
 use crate::types::{PartitionRaft, PartitionRequest, PartitionResponse};
+use sluice_types::sync::lock;
 
 /// Raft timing. A node hosts many groups on few cores: heartbeats are per group, so they are
 /// kept modest, and the election timeout leaves room for a loaded machine's scheduling delays.
@@ -106,8 +107,7 @@ impl Hibernation {
 
     fn wake(&self) {
         if self.hibernating.swap(false, Ordering::AcqRel) {
-            *self.woke_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                std::time::Instant::now();
+            *lock(&self.woke_at) = std::time::Instant::now();
             self.raft.runtime_config().tick(true);
             self.raft.runtime_config().heartbeat(true);
         }
@@ -273,7 +273,7 @@ impl PartitionGroup {
 
     /// When the replica last woke up or started.
     pub fn woke_at(&self) -> std::time::Instant {
-        *self.hibernation.woke_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *lock(&self.hibernation.woke_at)
     }
 
     pub fn is_hibernating(&self) -> bool {
@@ -284,7 +284,7 @@ impl PartitionGroup {
     /// within it and openraft purges the log up to that snapshot.
     pub async fn set_retention(&self, floor: RetentionFloor) -> Result<(), GroupError> {
         self.hibernation.wake();
-        *self.retention.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = floor;
+        *lock(&self.retention) = floor;
         self.raft.trigger().snapshot().await.map_err(|e| GroupError::Raft(e.to_string()))
     }
 

@@ -27,6 +27,7 @@ use sluice_types::GroupId;
 
 use crate::pb as conv;
 use crate::types::GroupConfig;
+use sluice_types::sync::{lock, read, write};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -185,25 +186,20 @@ pub enum DispatchError {
 
 impl RaftDispatcher {
     pub fn register(&self, group: GroupId, rpc: Arc<dyn GroupRpc>) {
-        self.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(group, rpc);
+        write(&self.groups).insert(group, rpc);
     }
 
     pub fn unregister(&self, group: GroupId) {
-        self.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&group);
+        write(&self.groups).remove(&group);
     }
 
     pub fn groups(&self) -> Vec<GroupId> {
-        self.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().copied().collect()
+        read(&self.groups).keys().copied().collect()
     }
 
     fn group(&self, group: u64) -> Result<Arc<dyn GroupRpc>, DispatchError> {
         let group = GroupId(group);
-        self.groups
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&group)
-            .cloned()
-            .ok_or(DispatchError::UnknownGroup(group))
+        read(&self.groups).get(&group).cloned().ok_or(DispatchError::UnknownGroup(group))
     }
 
     pub async fn vote(&self, req: pb::VoteRequest) -> Result<pb::VoteResponse, DispatchError> {
@@ -249,42 +245,42 @@ impl LocalNetwork {
 
     /// Connects a node; its groups receive through `dispatcher`.
     pub fn add_node(self: &Arc<Self>, node: u64, dispatcher: Arc<RaftDispatcher>) -> Arc<LocalTransport> {
-        self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(node, dispatcher);
-        self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
+        lock(&self.nodes).insert(node, dispatcher);
+        lock(&self.cut).remove(&node);
         Arc::new(LocalTransport { from: node, network: self.clone() })
     }
 
     /// Disconnects a node: nothing reaches it and nothing it sends arrives.
     pub fn remove_node(&self, node: u64) {
-        self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
+        lock(&self.nodes).remove(&node);
     }
 
     /// Cuts a node off without removing it (a partition); `heal` reconnects it.
     pub fn isolate(&self, node: u64) {
-        self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(node);
+        lock(&self.cut).insert(node);
     }
 
     pub fn heal(&self, node: u64) {
-        self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
+        lock(&self.cut).remove(&node);
     }
 
     /// Delays every message from now on by `delay` each way: a request and its response take
     /// twice that.
     pub fn set_delay(&self, delay: Duration) {
-        *self.delay.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = delay;
+        *lock(&self.delay) = delay;
     }
 
     fn delay(&self) -> Duration {
-        *self.delay.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *lock(&self.delay)
     }
 
     fn route(&self, from: u64, to: u64) -> Result<Arc<RaftDispatcher>, TransportError> {
-        let cut = self.cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cut = lock(&self.cut);
         if cut.contains(&from) || cut.contains(&to) {
             return Err(TransportError::Unreachable { node: to, reason: "partitioned".into() });
         }
         drop(cut);
-        let nodes = self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let nodes = lock(&self.nodes);
         if !nodes.contains_key(&from) {
             return Err(TransportError::Unreachable { node: to, reason: "sender is down".into() });
         }

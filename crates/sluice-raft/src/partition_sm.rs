@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use crate::log_store::io_error;
 use crate::types::{PartitionCommand, PartitionRaft, PartitionResponse};
 use crate::{codec, snapshot_store};
+use sluice_types::sync::lock;
 
 type C = PartitionRaft;
 
@@ -377,7 +378,7 @@ impl PartitionStateMachine {
 
     /// The state at the retention boundary, if it is past the current snapshot.
     fn state_at_retention_boundary(&self) -> Result<Option<Checkpoint>, io::Error> {
-        let floor = *self.retention.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let floor = *lock(&self.retention);
         let applied = self.current.index();
         let target = match floor {
             RetentionFloor::Nothing => return Ok(None),

@@ -19,6 +19,7 @@ use crate::keys::{
     RaftStateKey,
 };
 use crate::writer::{self, Durability, DurableCallback, Poison, Request, WriterStats};
+use sluice_types::sync::{lock, read, write};
 
 /// Tunables of the node's RocksDB.
 #[derive(Clone, Debug)]
@@ -121,9 +122,8 @@ impl Drop for Inner {
 
 impl Inner {
     fn close_and_join(&self) {
-        self.tx.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        let threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        write(&self.tx).take();
+        let threads = std::mem::take(&mut *lock(&self.threads));
         for thread in threads {
             let _ = thread.join();
         }
@@ -230,17 +230,17 @@ impl Storage {
 
     /// The groups this node stores.
     pub fn groups(&self) -> Vec<GroupId> {
-        self.inner.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect()
+        read(&self.inner.groups).iter().copied().collect()
     }
 
     /// Registers a new group, durably.
     pub async fn create_group(&self, group: GroupId) -> Result<GroupStorage, StorageError> {
-        if self.inner.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&group) {
+        if read(&self.inner.groups).contains(&group) {
             return Err(StorageError::GroupExists(group));
         }
         let ops = vec![Op::Put { cf: CF_GROUPS, key: group.to_be_bytes().to_vec(), value: Bytes::new() }];
         self.submit_wait(ops, 8, Durability::Fsync).await?;
-        self.inner.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(group);
+        write(&self.inner.groups).insert(group);
         Ok(GroupStorage { storage: self.clone(), group })
     }
 
@@ -254,7 +254,7 @@ impl Storage {
 
     /// The storage of a group that exists.
     pub fn group(&self, group: GroupId) -> Result<GroupStorage, StorageError> {
-        if self.inner.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&group) {
+        if read(&self.inner.groups).contains(&group) {
             Ok(GroupStorage { storage: self.clone(), group })
         } else {
             Err(StorageError::UnknownGroup(group))
@@ -263,7 +263,7 @@ impl Storage {
 
     /// Deletes a group and everything stored for it, durably.
     pub async fn delete_group(&self, group: GroupId) -> Result<(), StorageError> {
-        if !self.inner.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&group) {
+        if !read(&self.inner.groups).contains(&group) {
             return Err(StorageError::UnknownGroup(group));
         }
         let mut ops: Vec<Op> = [CF_LOG, CF_RAFT_STATE, CF_APPLIED, CF_OFFSET_INDEX]
@@ -275,7 +275,7 @@ impl Storage {
             })
             .collect();
         ops.push(Op::Delete { cf: CF_GROUPS, key: group.to_be_bytes().to_vec() });
-        self.inner.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&group);
+        write(&self.inner.groups).remove(&group);
         self.submit_wait(ops, 0, Durability::Fsync).await
     }
 
@@ -287,12 +287,7 @@ impl Storage {
 
     fn sender(&self) -> Result<mpsc::Sender<Request>, StorageError> {
         self.inner.poison.check()?;
-        self.inner
-            .tx
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .ok_or(StorageError::Closed)
+        read(&self.inner.tx).clone().ok_or(StorageError::Closed)
     }
 
     async fn submit(
@@ -380,14 +375,7 @@ impl GroupStorage {
 
     fn check_batch(&self, batch: &Batch) -> Result<(), StorageError> {
         assert_eq!(batch.group(), self.group, "a batch is written through the group that made it");
-        if self
-            .storage
-            .inner
-            .groups
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&self.group)
-        {
+        if read(&self.storage.inner.groups).contains(&self.group) {
             Ok(())
         } else {
             Err(StorageError::UnknownGroup(self.group))

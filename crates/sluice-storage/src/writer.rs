@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::StorageError;
 use crate::batch::Op;
+use sluice_types::sync::lock;
 
 /// How many requests the writer merges into one `WriteBatch` at most.
 pub(crate) const MERGE_REQUESTS_MAX: usize = 4096;
@@ -61,7 +62,7 @@ pub(crate) struct Poison {
 
 impl Poison {
     fn reason(&self) -> Option<String> {
-        self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        lock(&self.reason).clone()
     }
 
     pub(crate) fn check(&self) -> Result<(), StorageError> {
@@ -72,7 +73,7 @@ impl Poison {
     }
 
     fn set(&self, error: &StorageError) {
-        let mut guard = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = lock(&self.reason);
         if guard.is_none() {
             tracing::error!(%error, "storage write failed; refusing all further writes");
             *guard = Some(error.to_string());

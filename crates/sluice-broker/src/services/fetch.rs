@@ -6,24 +6,17 @@ use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::consumer_server::Consumer;
-use sluice_raft::StoredBatch;
 use sluice_types::Offset;
 use tonic::{Request, Response, Status};
 
 use crate::api_error::DataError;
 use crate::node::Node;
 use crate::routing;
+use crate::services::batches::{FETCH_BYTES_MAX, batches_to_pb};
 use crate::services::subscribe::{SubscribeStream, Subscriptions};
 
-/// The most bytes one fetch returns (at least one whole batch is returned even if larger).
-pub const FETCH_BYTES_MAX: u32 = 16 * 1024 * 1024;
 /// The longest a fetch may wait for data.
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
-
-/// Batches as the wire carries them.
-pub fn batches_to_pb(batches: Vec<StoredBatch>) -> Vec<pb::StoredBatch> {
-    batches.into_iter().map(|b| pb::StoredBatch { base_offset: b.base_offset.0, batch: b.bytes }).collect()
-}
 
 #[derive(Debug)]
 pub struct ConsumerService {

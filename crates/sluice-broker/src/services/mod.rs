@@ -2,6 +2,7 @@
 //! and maps its failures through [`crate::api_error`].
 
 pub mod admin;
+pub mod batches;
 pub mod fetch;
 pub mod group_status;
 pub mod metadata;

@@ -17,7 +17,7 @@ use crate::admission::BusyReason;
 use crate::api_error::DataError;
 use crate::node::Node;
 use crate::routing;
-use crate::services::fetch::{FETCH_BYTES_MAX, batches_to_pb};
+use crate::services::batches::{FETCH_BYTES_MAX, batches_to_pb};
 
 /// Responses a subscription may queue before waiting for the client to read them.
 const SUBSCRIBE_QUEUE_RESPONSES: usize = 4;

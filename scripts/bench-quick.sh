@@ -39,15 +39,4 @@ done
 
 echo
 echo "medians over $ROUNDS rounds:"
-python3 - "$results" <<'PY'
-import sys, statistics, collections
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    f = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
-    key = f["shape"] + (" " + f["broker"] if f["shape"] == "metadata" else "")
-    rows[key].append(f)
-for key, fs in rows.items():
-    rate = "calls_per_s" if key.startswith("metadata") else "msgs_per_s"
-    med = lambda k: statistics.median(float(f[k]) for f in fs)
-    print(f"{key:28} {rate}={med(rate):.0f} p50_ms={med('p50_ms'):.2f} p99_ms={med('p99_ms'):.2f} (n={len(fs)})")
-PY
+python3 "$repo/scripts/bench-medians.py" <"$results"

@@ -4,6 +4,8 @@
 #   data, logs and pid files: data/cluster/ (override with SLUICE_CLUSTER_DIR)
 #   binaries:                 bin/sluiced and bin/sluice (links to the release build)
 # Running it again while the cluster runs changes nothing. scripts/stop-cluster.sh stops it.
+# SLUICE_BIN_DIR=dir runs the sluiced and sluice found there instead of building (to compare
+# two builds in one benchmark session; see scripts/bench-ab.sh).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -21,12 +23,18 @@ if [ "$already" -eq 3 ]; then
   exec "$repo/bin/sluice" cluster status
 fi
 
-"$repo/scripts/setup.sh"
-echo "Building release binaries (the first build takes a few minutes)..."
-cargo build --release --locked -p sluice-broker -p sluice-cli
 mkdir -p "$repo/bin" "$cluster_dir"
-ln -sf "$CARGO_TARGET_DIR/release/sluiced" "$repo/bin/sluiced"
-ln -sf "$CARGO_TARGET_DIR/release/sluice" "$repo/bin/sluice"
+if [ -n "${SLUICE_BIN_DIR:-}" ]; then
+  echo "Using the binaries in $SLUICE_BIN_DIR"
+  ln -sf "$SLUICE_BIN_DIR/sluiced" "$repo/bin/sluiced"
+  ln -sf "$SLUICE_BIN_DIR/sluice" "$repo/bin/sluice"
+else
+  "$repo/scripts/setup.sh"
+  echo "Building release binaries (the first build takes a few minutes)..."
+  cargo build --release --locked -p sluice-broker -p sluice-cli
+  ln -sf "$CARGO_TARGET_DIR/release/sluiced" "$repo/bin/sluiced"
+  ln -sf "$CARGO_TARGET_DIR/release/sluice" "$repo/bin/sluice"
+fi
 
 for i in 1 2 3; do
   pid_file="$cluster_dir/node$i.pid"

@@ -99,6 +99,19 @@ impl Subscriptions {
     }
 }
 
+/// Queues `response` for the client, waiting while its queue is full but not past shutdown, so a
+/// client that stops reading cannot hold the node's shutdown. Whether it was queued.
+async fn send(
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    response: pb::SubscribeResponse,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(Ok(response)) => sent.is_ok(),
+        () = shutdown.cancelled() => false,
+    }
+}
+
 /// One push subscription.
 struct Subscription {
     replica: PartitionGroup,
@@ -165,7 +178,7 @@ impl Subscription {
                         high_watermark: high_watermark(),
                         heartbeat: false,
                     };
-                    if tx.send(Ok(response)).await.is_err() {
+                    if !send(&tx, response, &shutdown).await {
                         return;
                     }
                     heartbeat.reset();
@@ -173,7 +186,7 @@ impl Subscription {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    let _ = tx.send(Ok(failure(&error))).await;
+                    send(&tx, failure(&error), &shutdown).await;
                     return;
                 }
             }
@@ -181,7 +194,7 @@ impl Subscription {
                 () = shutdown.cancelled() => return,
                 () = tx.closed() => return,
                 changed = watch.changed() => if changed.is_err() {
-                    let _ = tx.send(Ok(failure(&DataError::ReplicaStopped))).await;
+                    send(&tx, failure(&DataError::ReplicaStopped), &shutdown).await;
                     return;
                 },
                 message = inbound.message() => match message {
@@ -195,7 +208,7 @@ impl Subscription {
                         high_watermark: high_watermark(),
                         ..pb::SubscribeResponse::default()
                     };
-                    if tx.send(Ok(beat)).await.is_err() {
+                    if !send(&tx, beat, &shutdown).await {
                         return;
                     }
                 }

@@ -121,7 +121,7 @@ impl NodeHandle {
     }
 
     /// Resolves with the reason when a write or fsync failed: the node must stop at once.
-    pub async fn storage_failed(&self) -> String {
+    pub async fn storage_failed(&self) -> sluice_storage::StorageError {
         self.node.storage().failed().await
     }
 

@@ -154,20 +154,8 @@ impl PartitionState {
 
 #[cfg(test)]
 mod tests {
-    use sluice_types::{BatchHeader, Compression};
-
     use super::*;
-
-    fn header(pid: u64, epoch: u32, seq: u64, count: u32) -> BatchHeader {
-        BatchHeader {
-            producer_id: ProducerId(pid),
-            producer_epoch: ProducerEpoch(epoch),
-            base_sequence: Sequence(seq),
-            record_count: count,
-            base_timestamp_ms: 0,
-            compression: Compression::None,
-        }
-    }
+    use crate::state::tests::header;
 
     fn busy_state() -> PartitionState {
         let mut s = PartitionState::default();

@@ -177,12 +177,13 @@ impl PartitionState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use sluice_types::Compression;
 
     use super::*;
 
-    fn header(pid: u64, epoch: u32, seq: u64, count: u32) -> BatchHeader {
+    /// The header of a batch of `count` records from producer `pid`.
+    pub(crate) fn header(pid: u64, epoch: u32, seq: u64, count: u32) -> BatchHeader {
         BatchHeader {
             producer_id: ProducerId(pid),
             producer_epoch: ProducerEpoch(epoch),

@@ -15,7 +15,9 @@ use sluice_types::{GroupId, ValidatedBatch};
 
 use crate::PartitionRaftHandle;
 use crate::log_store::RocksLogStore;
-use crate::network::{BoxFuture, GroupNetworkFactory, GroupRpc, RaftDispatcher, RaftGroupRpc, Transport};
+use crate::network::{
+    BoxFuture, GroupNetworkFactory, GroupRpc, GroupRpcError, RaftDispatcher, RaftGroupRpc, Transport,
+};
 use crate::partition_sm::{PartitionReader, PartitionStateMachine, RetentionFloor};
 use crate::types::{PartitionRaft, PartitionRequest, PartitionResponse};
 use sluice_types::sync::lock;
@@ -59,19 +61,26 @@ pub fn group_config(settings: &RaftSettings) -> Result<Arc<Config>, GroupError> 
         max_payload_entries: 256,
         ..Config::default()
     };
-    Ok(Arc::new(config.validate().map_err(|e| GroupError::Config(e.to_string()))?))
+    Ok(Arc::new(config.validate().map_err(GroupError::Config)?))
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
     #[error("invalid raft config: {0}")]
-    Config(String),
+    Config(#[from] openraft::ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("state machine: {0}")]
     StateMachine(#[from] std::io::Error),
     #[error("raft: {0}")]
-    Raft(String),
+    Raft(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl GroupError {
+    /// An error of openraft's, kept as it is.
+    pub fn raft(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        GroupError::Raft(Box::new(e))
+    }
 }
 
 /// Why an append was not committed.
@@ -83,7 +92,7 @@ pub enum AppendFailure {
     /// The outcome is unknown (the replica shut down or failed mid-write): the batch may or may
     /// not be committed. Idempotent producers retry safely.
     #[error("append outcome unknown: {0}")]
-    Indeterminate(String),
+    Indeterminate(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Whether an idle replica has stopped its Raft timers (no heartbeats, no elections), so that
@@ -122,7 +131,7 @@ struct WakingRpc {
 }
 
 impl GroupRpc for WakingRpc {
-    fn vote(&self, req: pb::VoteRequest) -> BoxFuture<Result<pb::VoteResponse, String>> {
+    fn vote(&self, req: pb::VoteRequest) -> BoxFuture<Result<pb::VoteResponse, GroupRpcError>> {
         self.hibernation.wake();
         self.inner.vote(req)
     }
@@ -130,7 +139,7 @@ impl GroupRpc for WakingRpc {
     fn append_entries(
         &self,
         req: pb::AppendEntriesRequest,
-    ) -> BoxFuture<Result<pb::AppendEntriesResponse, String>> {
+    ) -> BoxFuture<Result<pb::AppendEntriesResponse, GroupRpcError>> {
         if !req.entries.is_empty() {
             self.hibernation.wake();
         }
@@ -140,7 +149,7 @@ impl GroupRpc for WakingRpc {
     fn install_snapshot(
         &self,
         req: pb::InstallSnapshotRequest,
-    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, String>> {
+    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, GroupRpcError>> {
         self.hibernation.wake();
         self.inner.install_snapshot(req)
     }
@@ -148,7 +157,7 @@ impl GroupRpc for WakingRpc {
     fn transfer_leader(
         &self,
         req: pb::TransferLeaderRequest,
-    ) -> BoxFuture<Result<pb::TransferLeaderResponse, String>> {
+    ) -> BoxFuture<Result<pb::TransferLeaderResponse, GroupRpcError>> {
         // The target campaigns at once: it must be awake to.
         self.hibernation.wake();
         self.inner.transfer_leader(req)
@@ -198,7 +207,7 @@ impl PartitionGroup {
         let network = GroupNetworkFactory::new(group, transport);
         let raft = openraft::Raft::new(node, group_config(settings)?, network, log_store, sm)
             .await
-            .map_err(|e| GroupError::Raft(e.to_string()))?;
+            .map_err(GroupError::raft)?;
         let hibernation = Arc::new(Hibernation {
             raft: raft.clone(),
             hibernating: AtomicBool::new(false),
@@ -237,7 +246,7 @@ impl PartitionGroup {
 
     /// Forms the replica set on a pristine group (once, on one member).
     pub async fn initialize(&self, members: BTreeMap<u64, BasicNode>) -> Result<(), GroupError> {
-        self.raft.initialize(members).await.map_err(|e| GroupError::Raft(e.to_string()))
+        self.raft.initialize(members).await.map_err(GroupError::raft)
     }
 
     /// Appends validated batches as one Raft entry and waits until it is committed (on a
@@ -255,7 +264,7 @@ impl PartitionGroup {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(AppendFailure::NotLeader { leader: forward.leader_id })
             }
-            Err(e) => Err(AppendFailure::Indeterminate(e.to_string())),
+            Err(e) => Err(AppendFailure::Indeterminate(Box::new(e))),
         }
     }
 
@@ -285,12 +294,12 @@ impl PartitionGroup {
     pub async fn set_retention(&self, floor: RetentionFloor) -> Result<(), GroupError> {
         self.hibernation.wake();
         *lock(&self.retention) = floor;
-        self.raft.trigger().snapshot().await.map_err(|e| GroupError::Raft(e.to_string()))
+        self.raft.trigger().snapshot().await.map_err(GroupError::raft)
     }
 
     /// Stops the replica and unregisters it.
     pub async fn shutdown(&self, dispatcher: &RaftDispatcher) -> Result<(), GroupError> {
         dispatcher.unregister(self.group);
-        self.raft.shutdown().await.map_err(|e| GroupError::Raft(e.to_string()))
+        self.raft.shutdown().await.map_err(GroupError::raft)
     }
 }

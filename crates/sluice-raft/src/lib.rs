@@ -23,7 +23,8 @@ pub use log_store::RocksLogStore;
 pub use meta_group::{MetaGroup, MetaRaftHandle};
 pub use meta_sm::{MetaStateMachine, MetaView};
 pub use network::{
-    DispatchError, GroupRpc, LocalNetwork, LocalTransport, RaftDispatcher, Transport, TransportError,
+    DispatchError, GroupRpc, GroupRpcError, LocalNetwork, LocalTransport, RaftDispatcher, Transport,
+    TransportError,
 };
 pub use partition_sm::{
     CHECKPOINT_INTERVAL_ENTRIES, FetchError, PartitionReader, PartitionStateMachine, Progress,

@@ -33,7 +33,7 @@ fn meta_config(settings: &RaftSettings) -> Result<Arc<Config>, GroupError> {
         max_in_snapshot_log_to_keep: 100,
         ..Config::default()
     };
-    Ok(Arc::new(config.validate().map_err(|e| GroupError::Config(e.to_string()))?))
+    Ok(Arc::new(config.validate().map_err(GroupError::Config)?))
 }
 
 /// This node's replica of the registry.
@@ -64,7 +64,7 @@ impl MetaGroup {
         let network = GroupNetworkFactory::new(GroupId::META, transport);
         let raft = openraft::Raft::new(node, meta_config(settings)?, network, log_store, sm)
             .await
-            .map_err(|e| GroupError::Raft(e.to_string()))?;
+            .map_err(GroupError::raft)?;
         dispatcher.register(GroupId::META, Arc::new(RaftGroupRpc::new(raft.clone())));
         Ok(MetaGroup { raft, view })
     }
@@ -89,11 +89,11 @@ impl MetaGroup {
 
     /// Whether this replica has ever been part of a formed registry.
     pub async fn is_initialized(&self) -> Result<bool, GroupError> {
-        self.raft.is_initialized().await.map_err(|e| GroupError::Raft(e.to_string()))
+        self.raft.is_initialized().await.map_err(GroupError::raft)
     }
 
     pub async fn initialize(&self, members: BTreeMap<u64, BasicNode>) -> Result<(), GroupError> {
-        self.raft.initialize(members).await.map_err(|e| GroupError::Raft(e.to_string()))
+        self.raft.initialize(members).await.map_err(GroupError::raft)
     }
 
     /// Commits a registry change on a majority and returns what applying it did. Only the leader
@@ -104,7 +104,7 @@ impl MetaGroup {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(AppendFailure::NotLeader { leader: forward.leader_id })
             }
-            Err(e) => Err(AppendFailure::Indeterminate(e.to_string())),
+            Err(e) => Err(AppendFailure::Indeterminate(Box::new(e))),
         }
     }
 
@@ -145,12 +145,12 @@ impl MetaGroup {
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                 Err(AppendFailure::NotLeader { leader: forward.leader_id })
             }
-            Err(e) => Err(AppendFailure::Indeterminate(e.to_string())),
+            Err(e) => Err(AppendFailure::Indeterminate(Box::new(e))),
         }
     }
 
     pub async fn shutdown(&self, dispatcher: &RaftDispatcher) -> Result<(), GroupError> {
         dispatcher.unregister(GroupId::META);
-        self.raft.shutdown().await.map_err(|e| GroupError::Raft(e.to_string()))
+        self.raft.shutdown().await.map_err(GroupError::raft)
     }
 }

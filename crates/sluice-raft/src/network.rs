@@ -75,21 +75,37 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<Result<pb::TransferLeaderResponse, TransportError>>;
 }
 
+/// Why a group could not take a peer's message.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupRpcError {
+    #[error("undecodable message: {0}")]
+    Decode(#[from] crate::codec::CodecError),
+    #[error("undecodable snapshot meta: {0}")]
+    SnapshotMeta(serde_json::Error),
+    /// openraft refused or failed the request (the group is shutting down, say).
+    #[error("raft: {0}")]
+    Raft(Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn raft_failed(e: impl std::error::Error + Send + Sync + 'static) -> GroupRpcError {
+    GroupRpcError::Raft(Box::new(e))
+}
+
 /// The receiving side of one group: decodes a message, hands it to the group's Raft.
 pub trait GroupRpc: Send + Sync + 'static {
-    fn vote(&self, req: pb::VoteRequest) -> BoxFuture<Result<pb::VoteResponse, String>>;
+    fn vote(&self, req: pb::VoteRequest) -> BoxFuture<Result<pb::VoteResponse, GroupRpcError>>;
     fn append_entries(
         &self,
         req: pb::AppendEntriesRequest,
-    ) -> BoxFuture<Result<pb::AppendEntriesResponse, String>>;
+    ) -> BoxFuture<Result<pb::AppendEntriesResponse, GroupRpcError>>;
     fn install_snapshot(
         &self,
         req: pb::InstallSnapshotRequest,
-    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, String>>;
+    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, GroupRpcError>>;
     fn transfer_leader(
         &self,
         req: pb::TransferLeaderRequest,
-    ) -> BoxFuture<Result<pb::TransferLeaderResponse, String>>;
+    ) -> BoxFuture<Result<pb::TransferLeaderResponse, GroupRpcError>>;
 }
 
 /// Adapts a `Raft` whose snapshots are bytes to [`GroupRpc`].
@@ -114,24 +130,24 @@ where
     C: GroupConfig,
     SM: RaftStateMachine<C, SnapshotData = Bytes>,
 {
-    fn vote(&self, req: pb::VoteRequest) -> BoxFuture<Result<pb::VoteResponse, String>> {
+    fn vote(&self, req: pb::VoteRequest) -> BoxFuture<Result<pb::VoteResponse, GroupRpcError>> {
         let raft = self.raft.clone();
         Box::pin(async move {
             let pre_vote = req.pre_vote;
-            let request = conv::vote_request_from_pb::<C>(req).map_err(|e| e.to_string())?;
+            let request = conv::vote_request_from_pb::<C>(req)?;
             let response = if pre_vote { raft.pre_vote(request).await } else { raft.vote(request).await };
-            Ok(conv::vote_response_to_pb(&response.map_err(|e| e.to_string())?))
+            Ok(conv::vote_response_to_pb(&response.map_err(raft_failed)?))
         })
     }
 
     fn append_entries(
         &self,
         req: pb::AppendEntriesRequest,
-    ) -> BoxFuture<Result<pb::AppendEntriesResponse, String>> {
+    ) -> BoxFuture<Result<pb::AppendEntriesResponse, GroupRpcError>> {
         let raft = self.raft.clone();
         Box::pin(async move {
-            let request = conv::append_request_from_pb::<C>(req).map_err(|e| e.to_string())?;
-            let response = raft.append_entries(request).await.map_err(|e| e.to_string())?;
+            let request = conv::append_request_from_pb::<C>(req)?;
+            let response = raft.append_entries(request).await.map_err(raft_failed)?;
             Ok(conv::append_response_to_pb(&response))
         })
     }
@@ -139,11 +155,11 @@ where
     fn transfer_leader(
         &self,
         req: pb::TransferLeaderRequest,
-    ) -> BoxFuture<Result<pb::TransferLeaderResponse, String>> {
+    ) -> BoxFuture<Result<pb::TransferLeaderResponse, GroupRpcError>> {
         let raft = self.raft.clone();
         Box::pin(async move {
-            let request = conv::transfer_request_from_pb::<C>(req).map_err(|e| e.to_string())?;
-            let response = raft.handle_transfer_leader(request).await.map_err(|e| e.to_string())?;
+            let request = conv::transfer_request_from_pb::<C>(req)?;
+            let response = raft.handle_transfer_leader(request).await.map_err(raft_failed)?;
             Ok(conv::transfer_response_to_pb(&response))
         })
     }
@@ -151,13 +167,13 @@ where
     fn install_snapshot(
         &self,
         req: pb::InstallSnapshotRequest,
-    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, String>> {
+    ) -> BoxFuture<Result<pb::InstallSnapshotResponse, GroupRpcError>> {
         let raft = self.raft.clone();
         Box::pin(async move {
-            let vote = conv::vote_from_pb(req.vote).map_err(|e| e.to_string())?;
-            let meta = serde_json::from_slice(&req.meta).map_err(|e| format!("snapshot meta: {e}"))?;
+            let vote = conv::vote_from_pb(req.vote)?;
+            let meta = serde_json::from_slice(&req.meta).map_err(GroupRpcError::SnapshotMeta)?;
             let snapshot = openraft::storage::Snapshot { meta, snapshot: req.data };
-            let response = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string())?;
+            let response = raft.install_full_snapshot(vote, snapshot).await.map_err(raft_failed)?;
             Ok(pb::InstallSnapshotResponse { vote: Some(conv::vote_to_pb(&response.vote)) })
         })
     }
@@ -176,12 +192,12 @@ impl std::fmt::Debug for RaftDispatcher {
 }
 
 /// Why a received message could not be delivered.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error("group {0} is not hosted here")]
     UnknownGroup(GroupId),
-    #[error("{0}")]
-    Failed(String),
+    #[error(transparent)]
+    Failed(#[from] GroupRpcError),
 }
 
 impl RaftDispatcher {
@@ -309,7 +325,7 @@ async fn delayed<T>(delay: Duration, call: impl Future<Output = T>) -> T {
 fn dispatch_error(node: u64, e: DispatchError) -> TransportError {
     match e {
         DispatchError::UnknownGroup(group) => TransportError::UnknownGroup { node, group },
-        DispatchError::Failed(reason) => TransportError::Remote { node, reason },
+        DispatchError::Failed(e) => TransportError::Remote { node, reason: e.to_string() },
     }
 }
 

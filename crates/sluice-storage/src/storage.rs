@@ -149,7 +149,7 @@ impl Storage {
     pub fn open(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Storage, StorageError> {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path)
-            .map_err(|e| StorageError::Rocks(format!("create {}: {e}", path.display())))?;
+            .map_err(|e| StorageError::CreateDir { path: path.clone(), source: Arc::new(e) })?;
 
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
@@ -193,7 +193,7 @@ impl Storage {
         let stats = Arc::new(WriterStats::default());
         let poison = Arc::new(Poison::default());
         let (tx, threads) = writer::spawn(db.clone(), stats.clone(), poison.clone())
-            .map_err(|e| StorageError::Rocks(format!("spawn writer threads: {e}")))?;
+            .map_err(|e| StorageError::SpawnThreads(Arc::new(e)))?;
         tracing::info!(path = %path.display(), groups = groups.len(), direct_io, "storage opened");
         Ok(Storage {
             inner: Arc::new(Inner {
@@ -281,7 +281,7 @@ impl Storage {
 
     /// Resolves, with the reason, once a write or fsync has failed: from then on every write
     /// fails (a failed fsync leaves the page cache's state unknown, so nothing is retried).
-    pub async fn failed(&self) -> String {
+    pub async fn failed(&self) -> StorageError {
         self.inner.poison.failed().await
     }
 
@@ -322,8 +322,8 @@ impl Storage {
     }
 }
 
-fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StorageError> {
-    db.cf_handle(name).ok_or_else(|| StorageError::Rocks(format!("column family {name} is missing")))
+fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, StorageError> {
+    db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
 }
 
 /// One group's view of the node's storage.

@@ -56,38 +56,38 @@ pub(crate) struct WriterStats {
 /// The first failure of a write or fsync. Once set, every later write fails with it.
 #[derive(Debug, Default)]
 pub(crate) struct Poison {
-    reason: Mutex<Option<String>>,
+    first: Mutex<Option<StorageError>>,
     set: tokio::sync::Notify,
 }
 
 impl Poison {
-    fn reason(&self) -> Option<String> {
-        lock(&self.reason).clone()
+    fn first(&self) -> Option<StorageError> {
+        lock(&self.first).clone()
     }
 
     pub(crate) fn check(&self) -> Result<(), StorageError> {
-        match self.reason() {
-            Some(reason) => Err(StorageError::Poisoned(reason)),
+        match self.first() {
+            Some(first) => Err(StorageError::Poisoned { first: Box::new(first) }),
             None => Ok(()),
         }
     }
 
     fn set(&self, error: &StorageError) {
-        let mut guard = lock(&self.reason);
+        let mut guard = lock(&self.first);
         if guard.is_none() {
             tracing::error!(%error, "storage write failed; refusing all further writes");
-            *guard = Some(error.to_string());
+            *guard = Some(error.clone());
             self.set.notify_waiters();
         }
     }
 
-    /// Resolves, with the reason, once a write or fsync has failed.
-    pub(crate) async fn failed(&self) -> String {
+    /// Resolves, with the first failure, once a write or fsync has failed.
+    pub(crate) async fn failed(&self) -> StorageError {
         loop {
             // Registered before the check, so a failure between the two still wakes us.
             let notified = self.set.notified();
-            if let Some(reason) = self.reason() {
-                return reason;
+            if let Some(first) = self.first() {
+                return first;
             }
             notified.await;
         }
@@ -183,9 +183,7 @@ fn run_writer(
 }
 
 fn apply_op(db: &DB, batch: &mut WriteBatch, op: Op) -> Result<(), StorageError> {
-    let cf_handle = |name: &str| {
-        db.cf_handle(name).ok_or_else(|| StorageError::Rocks(format!("column family {name} is missing")))
-    };
+    let cf_handle = |name: &'static str| db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name));
     match op {
         Op::Put { cf, key, value } => batch.put_cf(&cf_handle(cf)?, key, value),
         Op::Delete { cf, key } => batch.delete_cf(&cf_handle(cf)?, key),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use sluice_proto::raft as pb;
 use sluice_proto::raft::raft_service_server::RaftService as RaftServiceRpc;
-use sluice_raft::network::DispatchError;
+use sluice_raft::network::{DispatchError, GroupRpcError};
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;
@@ -18,7 +18,10 @@ fn dispatch_status(e: DispatchError) -> Status {
             }
             status
         }
-        DispatchError::Failed(reason) => Status::invalid_argument(reason),
+        DispatchError::Failed(e @ (GroupRpcError::Decode(_) | GroupRpcError::SnapshotMeta(_))) => {
+            Status::invalid_argument(e.to_string())
+        }
+        DispatchError::Failed(e @ GroupRpcError::Raft(_)) => Status::internal(e.to_string()),
     }
 }
 

@@ -111,7 +111,7 @@ async fn start_replica(
     )
     .await?;
     if assignment.replicas.first() == Some(&NodeId(node.id()))
-        && !replica.raft().is_initialized().await.map_err(|e| sluice_raft::GroupError::Raft(e.to_string()))?
+        && !replica.raft().is_initialized().await.map_err(sluice_raft::GroupError::raft)?
     {
         let members: BTreeMap<u64, BasicNode> = assignment
             .replicas

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The standard produce benchmark on the three-node cluster (started if needed): 100 B and 1 KiB
-# records, 1 and 4 producers, 1 and 12 partitions, replication 3, acks after a majority fsynced.
+# records, 1 and 4 producers, PARTITIONS partitions (default "1 12"; issue 9 asks for "1 3 12 48"),
+# replication 3, acks after a majority fsynced. Each produce line also says the servers' CPU per
+# acknowledged message (user + sys of the three sluiced processes, from /proc, over the run), so a
+# gain bought with more cores shows.
 # Every run writes to a topic of its own, created empty and deleted afterwards, as the peer
 # baselines recreate their stream or queue before each measurement (shared/peers/bench).
 # Prints one RESULT line per run in the peer baselines' format (shared/peers/README.md), appends
@@ -11,6 +14,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 COUNT="${COUNT:-200000}"; SECS="${SECS:-30}"; INFLIGHT="${INFLIGHT:-256}"; LAT_COUNT="${LAT_COUNT:-3000}"
+PARTITIONS="${PARTITIONS:-1 12}"
 out_dir="$repo/data/bench"
 mkdir -p "$out_dir"
 log="$out_dir/results.log"
@@ -20,9 +24,26 @@ load1() { cut -d' ' -f1 /proc/loadavg; }
 record() { echo "$(date -u +%FT%TZ) $1" >>"$log"; }
 # A fresh, empty topic (a leftover of an interrupted run is deleted first).
 fresh() { bin/sluice topic delete "$1" >/dev/null 2>&1 || true; }
+cluster_dir="${SLUICE_CLUSTER_DIR:-$repo/data/cluster}"
+clk_tck="$(getconf CLK_TCK)"
+# CPU ticks (user + sys) the three nodes have used so far.
+server_ticks() {
+  local total=0 i pid
+  for i in 1 2 3; do
+    pid="$(cat "$cluster_dir/node$i.pid")"
+    # Fields 14 and 15 of /proc/PID/stat, counted after the command name in parentheses.
+    total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
 run() {
-  local line
+  local line before after msgs cpu
+  before="$(server_ticks)"
   line="$(bin/sluice bench produce "$@" | grep '^RESULT')"
+  after="$(server_ticks)"
+  msgs="$(sed -n 's/.* msgs=\([0-9]*\).*/\1/p' <<<"$line")"
+  cpu="$(awk -v t="$((after - before))" -v hz="$clk_tck" -v n="$msgs" 'BEGIN { printf "%.1f", n ? t / hz / n * 1e6 : 0 }')"
+  line="$line server_cpu_us_per_msg=$cpu"
   echo "$line inflight_setting=$INFLIGHT load1=$(load1)"
   record "$line inflight_setting=$INFLIGHT"
 }
@@ -36,7 +57,7 @@ consume() {
 lines=()
 consumed=()
 for size in 100 1024; do
-  for partitions in 1 12; do
+  for partitions in $PARTITIONS; do
     for producers in 1 4; do
       topic="bench-s$size-p$partitions-n$producers"
       fresh "$topic"
@@ -63,11 +84,12 @@ for size in 100 1024; do
 done
 
 echo
-printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s\n' size partitions producers inflight msgs/s MB/s p50_ms p99_ms
+printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s %12s\n' size partitions producers inflight msgs/s MB/s p50_ms p99_ms cpu_us/msg
 for line in "${lines[@]}"; do
   get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
-  printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s\n' "$(get size)" "$(get partitions)" "$(get producers)" \
-    "$(get inflight)" "$(get msgs_per_s)" "$(get MB_per_s)" "$(get p50_ms)" "$(get p99_ms)"
+  printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s %12s\n' "$(get size)" "$(get partitions)" "$(get producers)" \
+    "$(get inflight)" "$(get msgs_per_s)" "$(get MB_per_s)" "$(get p50_ms)" "$(get p99_ms)" \
+    "$(get server_cpu_us_per_msg)"
 done
 echo
 for line in "${consumed[@]}"; do echo "$line"; done

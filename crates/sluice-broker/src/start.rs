@@ -125,11 +125,6 @@ impl NodeHandle {
         self.node.storage().failed().await
     }
 
-    /// Push subscriptions running now.
-    pub fn subscriptions(&self) -> usize {
-        self.subscriptions.running()
-    }
-
     /// Stops accepting requests, lets in-flight ones finish, stops every task, subscription and
     /// Raft group, then closes storage.
     pub async fn shutdown(self) {

@@ -48,11 +48,6 @@ impl Subscriptions {
         }
     }
 
-    /// How many subscriptions are running.
-    pub fn running(&self) -> usize {
-        self.tracker.len()
-    }
-
     /// Starts a subscription from its first request; beyond the cap the stream carries one
     /// `BUSY` answer and ends.
     pub fn start(

@@ -28,6 +28,9 @@ const KIND_MEMBERSHIP: u8 = 2;
 const COMMAND_APPEND: u8 = 1;
 /// Bytes before the payload.
 pub const ENTRY_HEADER_BYTES: usize = 2 + 8 * 3;
+/// The buffer reserved for a payload whose length is not known before encoding (registry
+/// commands: a few hundred bytes of JSON).
+const PAYLOAD_BYTES_GUESS: usize = 256;
 
 /// Why stored or received bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +53,8 @@ impl From<CodecError> for std::io::Error {
 
 /// How a group's application data is laid out inside an entry.
 pub trait AppDataCodec: Sized {
-    /// How many bytes [`AppDataCodec::encode_into`] writes.
-    fn encoded_len(&self) -> usize;
+    /// How many bytes [`AppDataCodec::encode_into`] writes, when that is known without encoding.
+    fn encoded_len(&self) -> Option<usize>;
     fn encode_into(&self, out: &mut BytesMut);
     /// Decodes `payload`, a slice of `entry` (the whole stored entry, of format `version`):
     /// keep slices, do not copy.
@@ -115,9 +118,9 @@ fn decode_partition_command(mut payload: Bytes, version: u8) -> Result<Partition
 }
 
 impl AppDataCodec for PartitionRequest {
-    fn encoded_len(&self) -> usize {
+    fn encoded_len(&self) -> Option<usize> {
         match &self.command {
-            PartitionCommand::Append { batches } => 1 + append_body_len(batches),
+            PartitionCommand::Append { batches } => Some(1 + append_body_len(batches)),
         }
     }
 
@@ -141,9 +144,9 @@ impl AppDataCodec for PartitionRequest {
 }
 
 impl AppDataCodec for MetaRequest {
-    fn encoded_len(&self) -> usize {
-        // Registry changes are rare and small: measured by encoding, not computed.
-        serde_json::to_vec(&self.0).map_or(0, |v| v.len())
+    fn encoded_len(&self) -> Option<usize> {
+        // Registry changes are rare and small: not worth encoding twice to size the buffer.
+        None
     }
 
     fn encode_into(&self, out: &mut BytesMut) {
@@ -227,11 +230,11 @@ pub fn encode_entry<C: GroupConfig>(entry: &C::Entry) -> Bytes {
         _ => Vec::new(),
     };
     let payload_len = match &entry.payload {
-        EntryPayload::Blank => 0,
+        EntryPayload::Blank => Some(0),
         EntryPayload::Normal(data) => data.encoded_len(),
-        EntryPayload::Membership(_) => membership.len(),
+        EntryPayload::Membership(_) => Some(membership.len()),
     };
-    let mut out = BytesMut::with_capacity(ENTRY_HEADER_BYTES + payload_len);
+    let mut out = BytesMut::with_capacity(ENTRY_HEADER_BYTES + payload_len.unwrap_or(PAYLOAD_BYTES_GUESS));
     out.put_u8(ENTRY_FORMAT_VERSION);
     let kind = match &entry.payload {
         EntryPayload::Blank => KIND_BLANK,
@@ -245,7 +248,10 @@ pub fn encode_entry<C: GroupConfig>(entry: &C::Entry) -> Bytes {
         EntryPayload::Normal(data) => data.encode_into(&mut out),
         EntryPayload::Membership(_) => out.put_slice(&membership),
     }
-    debug_assert_eq!(out.len(), ENTRY_HEADER_BYTES + payload_len, "encoded_len is exact");
+    debug_assert!(
+        payload_len.is_none_or(|len| out.len() == ENTRY_HEADER_BYTES + len),
+        "encoded_len is exact when given"
+    );
     out.freeze()
 }
 

@@ -10,7 +10,7 @@ use sluice_proto::raft as pb;
 use sluice_proto::raft::raft_service_client::RaftServiceClient;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_raft::network::BoxFuture;
-use sluice_raft::{Transport, TransportError};
+use sluice_raft::{AppendResult, Transport, TransportError};
 use sluice_types::GroupId;
 use sluice_types::sync::lock;
 use tonic::transport::{Channel, Endpoint};
@@ -94,6 +94,19 @@ pub fn transport_error(node: u64, status: &tonic::Status) -> TransportError {
     }
 }
 
+/// One group's answer within a batch, as the unary call would have given it.
+fn append_outcome(target: u64, outcome: pb::AppendEntriesOutcome) -> AppendResult {
+    use pb::append_entries_outcome::Outcome;
+    match outcome.outcome {
+        Some(Outcome::Response(response)) => Ok(response),
+        Some(Outcome::UnknownGroup(group)) => {
+            Err(TransportError::UnknownGroup { node: target, group: GroupId(group) })
+        }
+        Some(Outcome::Failed(reason)) => Err(TransportError::Remote { node: target, reason }),
+        None => Err(TransportError::Remote { node: target, reason: "an empty outcome in a batch".into() }),
+    }
+}
+
 impl Transport for GrpcTransport {
     fn vote(
         &self,
@@ -122,6 +135,23 @@ impl Transport for GrpcTransport {
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|s| transport_error(target, &s))
+        })
+    }
+
+    fn append_entries_batch(
+        &self,
+        target: u64,
+        addr: &str,
+        requests: Vec<pb::AppendEntriesRequest>,
+    ) -> BoxFuture<Result<Vec<AppendResult>, TransportError>> {
+        let client = self.clients.raft(addr);
+        Box::pin(async move {
+            let mut client = client?;
+            let response = client
+                .append_entries_batch(pb::AppendEntriesBatchRequest { requests })
+                .await
+                .map_err(|s| transport_error(target, &s))?;
+            Ok(response.into_inner().outcomes.into_iter().map(|o| append_outcome(target, o)).collect())
         })
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use sluice_partition::Sabotage;
-use sluice_raft::{MetaGroup, PartitionGroup, RaftDispatcher, Transport};
+use sluice_raft::{BatchLimits, MetaGroup, PartitionGroup, PeerBatcher, RaftDispatcher, Transport};
 use sluice_storage::{Storage, StorageOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,8 @@ pub async fn start_node(config: NodeConfig, sabotage: Sabotage) -> anyhow::Resul
     let http_addr = http_listener.local_addr()?;
 
     let clients = Arc::new(Clients::new(config.peer_dial_overrides.clone()));
-    let transport: Arc<dyn Transport> = Arc::new(GrpcTransport::new(clients.clone()));
+    let grpc: Arc<dyn Transport> = Arc::new(GrpcTransport::new(clients.clone()));
+    let transport: Arc<dyn Transport> = Arc::new(PeerBatcher::new(grpc, BatchLimits::default()));
     let dispatcher = Arc::new(RaftDispatcher::default());
     let raft_settings = config.raft_settings(sabotage);
     let meta = if config.is_controller() {

@@ -21,6 +21,7 @@ pub struct ProduceBench {
     pub inflight: u32,
     pub linger_ms: u64,
     pub busy_linger_ms: u64,
+    pub sticky_bytes: usize,
 }
 
 /// Creates the topic if it is missing and waits until every partition has a leader.
@@ -79,6 +80,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
             ProducerConfig {
                 linger_ms: bench.linger_ms,
                 busy_linger_ms: bench.busy_linger_ms,
+                sticky_bytes: bench.sticky_bytes,
                 ..ProducerConfig::default()
             },
         ));
@@ -152,7 +154,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
          latency enqueue→ack: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms\n\
          RESULT system=sluice fsync=majority replicas=3 test=publish_acked size={} msgs={acked} secs={secs:.2} \
          msgs_per_s={rate:.0} MB_per_s={mb:.2} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} producers={} inflight={} \
-         partitions={} linger_ms={} busy_linger_ms={}\n",
+         partitions={} linger_ms={} busy_linger_ms={} sticky_bytes={}\n",
         bench.size,
         ms(0.5),
         ms(0.99),
@@ -167,6 +169,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
         bench.partitions,
         bench.linger_ms,
         bench.busy_linger_ms,
+        bench.sticky_bytes,
     ))
 }
 

@@ -50,7 +50,7 @@ enum Command {
     /// Sends each line of standard input (or of --file) as one record.
     Produce {
         topic: String,
-        /// The key of every record (it chooses the partition); without it records go round robin.
+        /// The key of every record (it chooses the partition); without it records stay on one partition for a batch's worth of bytes, then move to another.
         #[arg(long)]
         key: Option<String>,
         /// Send to this partition instead of choosing by key.
@@ -116,6 +116,10 @@ enum BenchCommand {
         /// The linger while two or more partitions have batches in flight.
         #[arg(long, default_value_t = 2)]
         busy_linger_ms: u64,
+        /// Bytes of records sent to one partition before the producer moves to another; 0 sends
+        /// the records round robin, one per partition (as keyed records spread).
+        #[arg(long, default_value_t = 256 * 1024)]
+        sticky_bytes: usize,
     },
     /// End to end at a fixed offered rate: publish→ack and publish→consume latency measured
     /// from each record's intended send time (coordinated-omission safe).
@@ -394,6 +398,7 @@ async fn run_bench(bootstrap: &[String], command: &BenchCommand) -> Result<Strin
             inflight,
             linger_ms,
             busy_linger_ms,
+            sticky_bytes,
         } => {
             let bench = bench::ProduceBench {
                 topic: topic.clone(),
@@ -405,6 +410,7 @@ async fn run_bench(bootstrap: &[String], command: &BenchCommand) -> Result<Strin
                 inflight: *inflight,
                 linger_ms: *linger_ms,
                 busy_linger_ms: *busy_linger_ms,
+                sticky_bytes: *sticky_bytes,
             };
             bench::produce(bootstrap, bench).await
         }

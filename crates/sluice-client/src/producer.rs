@@ -40,6 +40,12 @@ pub struct ProducerConfig {
     pub busy_linger_ms: u64,
     /// A batch is sent once its records reach this many bytes.
     pub batch_bytes_max: usize,
+    /// Records without a key stay on one partition until this many bytes went there, then move
+    /// to another chosen at random (Kafka's sticky partitioner). Each Raft entry then carries a
+    /// full batch however many partitions the topic has, where per-record round robin would cut
+    /// the records in flight into one small batch, and one entry, per partition
+    /// (docs/decisions/0011). 0 sends keyless records round robin, one record per partition.
+    pub sticky_bytes: usize,
     pub compression: Compression,
     /// Producer id and sequences make retries duplicate-free.
     pub idempotent: bool,
@@ -57,6 +63,7 @@ impl Default for ProducerConfig {
             linger_ms: 0,
             busy_linger_ms: 2,
             batch_bytes_max: 256 * 1024,
+            sticky_bytes: 256 * 1024,
             compression: Compression::None,
             idempotent: true,
             delivery_timeout_ms: 60_000,
@@ -99,6 +106,8 @@ pub struct Producer {
     workers: Mutex<HashMap<(String, u32), mpsc::Sender<Pending>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     round_robin: AtomicU64,
+    /// The partition keyless records go to, per topic, when `sticky_bytes` is set.
+    sticky: Mutex<HashMap<String, Sticky>>,
     /// How many of this producer's partitions have a batch in flight.
     in_flight: Arc<AtomicUsize>,
 }
@@ -128,11 +137,12 @@ impl Producer {
             workers: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             round_robin: AtomicU64::new(0),
+            sticky: Mutex::new(HashMap::new()),
             in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Queues a record; the key chooses the partition (records without a key go round robin).
+    /// Queues a record; the key chooses the partition (records without a key go to a sticky partition, see `sticky_bytes`).
     /// Waits only while the partition's queue is full. The returned future resolves to where the
     /// record landed.
     pub async fn send(
@@ -151,10 +161,18 @@ impl Producer {
         }
         let partition = match &key {
             Some(k) => partition_for_key(k, partitions),
+            None if self.config.sticky_bytes > 0 => self.sticky_partition(topic, partitions, value.len()),
             None => u32::try_from(self.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions))
                 .unwrap_or(0),
         };
         self.send_to(topic, partition, key, value).await
+    }
+
+    /// The partition of a keyless record of `bytes` bytes under sticky partitioning.
+    fn sticky_partition(&self, topic: &str, partitions: u32, bytes: usize) -> u32 {
+        let mut sticky = lock(&self.sticky);
+        let current = sticky.entry(topic.to_string()).or_insert_with(|| Sticky::new(partitions));
+        current.next(partitions, bytes, self.config.sticky_bytes)
     }
 
     /// Queues a record for a given partition.
@@ -207,6 +225,51 @@ struct PartitionWorker {
     topic: String,
     partition: u32,
     in_flight: Arc<AtomicUsize>,
+}
+
+/// Where a topic's keyless records go, and how much went there since it was chosen.
+struct Sticky {
+    partition: u32,
+    bytes: usize,
+    random: Jitter,
+}
+
+impl Sticky {
+    fn new(partitions: u32) -> Sticky {
+        // Producers made in the same millisecond must not walk the partitions in step.
+        static MADE: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
+        let made = MADE.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Sticky::seeded(partitions, nanos ^ made)
+    }
+
+    fn seeded(partitions: u32, seed: u64) -> Sticky {
+        let mut random = Jitter(seed | 1);
+        let partition = u32::try_from(random.next(u64::from(partitions))).unwrap_or(0);
+        Sticky { partition, bytes: 0, random }
+    }
+
+    /// The partition of the next record; after `limit` bytes, another partition (never the same
+    /// one twice in a row when there are several).
+    fn next(&mut self, partitions: u32, bytes: usize, limit: usize) -> u32 {
+        if self.partition >= partitions {
+            // The topic has fewer partitions than when this was chosen.
+            self.partition = 0;
+            self.bytes = 0;
+        }
+        if self.bytes >= limit {
+            self.bytes = 0;
+            if partitions > 1 {
+                let step = 1 + self.random.next(u64::from(partitions - 1));
+                let next = (u64::from(self.partition) + step) % u64::from(partitions);
+                self.partition = u32::try_from(next).unwrap_or(0);
+            }
+        }
+        self.bytes += bytes.max(1);
+        self.partition
+    }
 }
 
 /// A small xorshift for back-off jitter; quality does not matter here.
@@ -446,5 +509,41 @@ mod tests {
         let spread: std::collections::HashSet<u32> =
             (0..1000).map(|i| partition_for_key(format!("k{i}").as_bytes(), 12)).collect();
         assert_eq!(spread.len(), 12, "a thousand keys reach every partition");
+    }
+
+    #[test]
+    fn keyless_records_stick_to_a_partition_until_the_limit_then_move() {
+        for seed in [1u64, 7, 0xdead_beef, 42_424_242] {
+            println!("seed {seed}");
+            let mut sticky = Sticky::seeded(12, seed);
+            let mut runs: Vec<(u32, usize)> = Vec::new();
+            for _ in 0..12_000 {
+                let p = sticky.next(12, 100, 1000);
+                assert!(p < 12);
+                match runs.last_mut() {
+                    Some((last, n)) if *last == p => *n += 1,
+                    _ => runs.push((p, 1)),
+                }
+            }
+            // 1,000 bytes of 100 B records: runs of exactly ten records, never the same
+            // partition twice in a row.
+            assert!(runs.iter().all(|&(_, n)| n == 10), "runs: {:?}", &runs[..5]);
+            assert!(runs.windows(2).all(|w| w[0].0 != w[1].0));
+            let used: std::collections::HashSet<u32> = runs.iter().map(|&(p, _)| p).collect();
+            assert_eq!(used.len(), 12, "every partition gets records over time");
+        }
+    }
+
+    #[test]
+    fn sticky_partition_stays_within_a_topic_that_shrank_or_has_one_partition() {
+        let mut sticky = Sticky::seeded(12, 3);
+        for _ in 0..50 {
+            sticky.next(12, 100, 1000);
+        }
+        for _ in 0..100 {
+            assert!(sticky.next(3, 100, 1000) < 3);
+        }
+        let mut single = Sticky::seeded(1, 5);
+        assert!((0..100).all(|_| single.next(1, 100, 150) == 0));
     }
 }

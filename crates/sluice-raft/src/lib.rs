@@ -4,9 +4,11 @@
 //! in the [`codec`] encoding that is also the wire encoding. [`PartitionStateMachine`] applies a
 //! partition's committed batches through the pure `sluice-partition` rules; its Raft log is the
 //! message log, and its snapshots are small checkpoints taken at the retention boundary. The
-//! [`network`] module multiplexes every group's RPCs over one transport per node.
+//! [`network`] module multiplexes every group's RPCs over one transport per node, and the
+//! [`PeerBatcher`] sends the appends of many groups to one peer as one message.
 //! Main types: [`PartitionRaft`], [`PartitionGroup`], [`RocksLogStore`], [`PartitionStateMachine`].
 
+mod batching;
 pub mod codec;
 mod group;
 mod log_store;
@@ -18,13 +20,14 @@ mod pb;
 mod snapshot_store;
 mod types;
 
+pub use batching::{BatchLimits, PeerBatcher};
 pub use group::{AppendFailure, GroupError, PartitionGroup, RaftSettings, group_config};
 pub use log_store::RocksLogStore;
 pub use meta_group::{MetaGroup, MetaRaftHandle};
 pub use meta_sm::{MetaStateMachine, MetaView};
 pub use network::{
-    DispatchError, GroupRpc, GroupRpcError, LocalNetwork, LocalTransport, RaftDispatcher, Transport,
-    TransportError,
+    AppendResult, DispatchError, GroupRpc, GroupRpcError, LocalNetwork, LocalTransport, RaftDispatcher,
+    Transport, TransportError,
 };
 pub use partition_sm::{
     CHECKPOINT_INTERVAL_ENTRIES, FetchError, PartitionReader, PartitionStateMachine, Progress,

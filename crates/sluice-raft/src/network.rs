@@ -47,6 +47,9 @@ pub enum TransportError {
     Timeout(Duration),
 }
 
+/// One group's answer to an append.
+pub type AppendResult = Result<pb::AppendEntriesResponse, TransportError>;
+
 /// Sends encoded Raft messages to other nodes; one per node, shared by all its groups.
 pub trait Transport: Send + Sync + 'static {
     fn vote(
@@ -61,6 +64,14 @@ pub trait Transport: Send + Sync + 'static {
         addr: &str,
         req: pb::AppendEntriesRequest,
     ) -> BoxFuture<Result<pb::AppendEntriesResponse, TransportError>>;
+    /// Many groups' appends to one peer as one message. The outer error fails every request; the
+    /// inner results answer each request, in order.
+    fn append_entries_batch(
+        &self,
+        target: u64,
+        addr: &str,
+        reqs: Vec<pb::AppendEntriesRequest>,
+    ) -> BoxFuture<Result<Vec<AppendResult>, TransportError>>;
     fn install_snapshot(
         &self,
         target: u64,
@@ -229,6 +240,14 @@ impl RaftDispatcher {
         self.group(req.group_id)?.append_entries(req).await.map_err(DispatchError::Failed)
     }
 
+    /// Hands each append to its group, all at once, and answers each in request order.
+    pub async fn append_entries_batch(
+        &self,
+        reqs: Vec<pb::AppendEntriesRequest>,
+    ) -> Vec<Result<pb::AppendEntriesResponse, DispatchError>> {
+        futures::future::join_all(reqs.into_iter().map(|req| self.append_entries(req))).await
+    }
+
     pub async fn install_snapshot(
         &self,
         req: pb::InstallSnapshotRequest,
@@ -351,6 +370,20 @@ impl Transport for LocalTransport {
         let delay = self.network.delay();
         Box::pin(delayed(delay, async move {
             route?.append_entries(req).await.map_err(|e| dispatch_error(target, e))
+        }))
+    }
+
+    fn append_entries_batch(
+        &self,
+        target: u64,
+        _addr: &str,
+        reqs: Vec<pb::AppendEntriesRequest>,
+    ) -> BoxFuture<Result<Vec<AppendResult>, TransportError>> {
+        let route = self.network.route(self.from, target);
+        let delay = self.network.delay();
+        Box::pin(delayed(delay, async move {
+            let answers = route?.append_entries_batch(reqs).await;
+            Ok(answers.into_iter().map(|a| a.map_err(|e| dispatch_error(target, e))).collect())
         }))
     }
 

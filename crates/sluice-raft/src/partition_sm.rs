@@ -488,16 +488,21 @@ impl RaftStateMachine<C> for PartitionStateMachine {
             self.put_checkpoint(&mut batch);
         }
         sluice_storage::crash_point("sm_apply_before_commit_offset");
-        if !batch.is_empty() {
-            // Not fsynced: everything here can be rebuilt by re-applying the durable log.
-            self.storage.write(batch, Durability::Buffered).await.map_err(io_error)?;
-        }
-        self.publish_progress();
+        // The producers are answered first: what they wait for, a majority's fsync of the entry,
+        // is already true, and nothing they are told depends on the offset index. Waiting for
+        // the index write too put one more round trip to the writer thread into every
+        // acknowledgement (docs/decisions/0011).
         for (responder, response) in replies {
             if let Some(responder) = responder {
                 responder.send(response);
             }
         }
+        if !batch.is_empty() {
+            // Not fsynced: everything here can be rebuilt by re-applying the durable log.
+            // Readers learn of the new offsets only once their index rows are readable.
+            self.storage.write(batch, Durability::Buffered).await.map_err(io_error)?;
+        }
+        self.publish_progress();
         Ok(())
     }
 

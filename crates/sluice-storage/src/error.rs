@@ -26,4 +26,7 @@ pub enum StorageError {
     Poisoned { first: Box<StorageError> },
     #[error("storage is shut down")]
     Closed,
+    /// A write-behind found the writer's queue full and was not queued.
+    #[error("the writer's queue is full")]
+    QueueFull,
 }

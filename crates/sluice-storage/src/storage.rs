@@ -360,6 +360,18 @@ impl GroupStorage {
         self.storage.submit_wait(batch.ops, bytes, durability).await
     }
 
+    /// Queues `batch` for the writer and returns at once, without waiting for it to be written:
+    /// for hints that nothing waits for (the committed index). Writes of one group still land in
+    /// the order they were queued. A full queue refuses it with [`StorageError::QueueFull`].
+    pub fn write_behind(&self, batch: Batch) -> Result<(), StorageError> {
+        self.check_batch(&batch)?;
+        let request = Request { bytes: batch.bytes, ops: batch.ops, written: None, on_durable: None };
+        self.storage.sender()?.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StorageError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => StorageError::Closed,
+        })
+    }
+
     /// Writes `batch`, returns once it is readable, and calls `on_durable` from the syncer thread
     /// once it is fsynced (or with the error that prevented it). This is Raft's log append: the
     /// entries must be readable when `append` returns, and acknowledged only when durable.

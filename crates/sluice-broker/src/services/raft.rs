@@ -9,6 +9,10 @@ use tonic::{Request, Response, Status};
 
 use crate::node::Node;
 
+/// The most appends one batch may carry: every group a node can host, many times over. The
+/// message size is bounded separately (`PEER_MESSAGE_BYTES_MAX`).
+const BATCH_APPENDS_MAX: usize = 64 * 1024;
+
 fn dispatch_status(e: DispatchError) -> Status {
     match e {
         DispatchError::UnknownGroup(group) => {
@@ -52,6 +56,32 @@ impl RaftServiceRpc for RaftService {
             .await
             .map(Response::new)
             .map_err(dispatch_status)
+    }
+
+    async fn append_entries_batch(
+        &self,
+        request: Request<pb::AppendEntriesBatchRequest>,
+    ) -> Result<Response<pb::AppendEntriesBatchResponse>, Status> {
+        use pb::append_entries_outcome::Outcome;
+        let requests = request.into_inner().requests;
+        if requests.len() > BATCH_APPENDS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} appends in one batch; at most {BATCH_APPENDS_MAX}",
+                requests.len()
+            )));
+        }
+        let answers = self.node.dispatcher().append_entries_batch(requests).await;
+        let outcomes = answers
+            .into_iter()
+            .map(|answer| pb::AppendEntriesOutcome {
+                outcome: Some(match answer {
+                    Ok(response) => Outcome::Response(response),
+                    Err(DispatchError::UnknownGroup(group)) => Outcome::UnknownGroup(group.0),
+                    Err(DispatchError::Failed(e)) => Outcome::Failed(e.to_string()),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::AppendEntriesBatchResponse { outcomes }))
     }
 
     async fn install_snapshot(

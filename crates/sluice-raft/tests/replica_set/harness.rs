@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use openraft::impls::BasicNode;
 use sluice_raft::network::LocalNetwork;
-use sluice_raft::{PartitionGroup, RaftDispatcher, RaftSettings, StoredBatch};
+use sluice_raft::{
+    BatchLimits, PartitionGroup, PeerBatcher, RaftDispatcher, RaftSettings, StoredBatch, Transport,
+};
 use sluice_storage::{Storage, StorageOptions};
 use sluice_types::{
     GroupId, Offset, ProducerEpoch, ProducerId, Record, RecordBatch, Sequence, ValidatedBatch,
@@ -77,7 +79,9 @@ impl ReplicaSet {
         let dir = self.dirs[&node].path().to_path_buf();
         let storage = Storage::open(&dir, &StorageOptions::default()).unwrap();
         let dispatcher = Arc::new(RaftDispatcher::default());
-        let transport = self.network.add_node(node, dispatcher.clone());
+        // Through the per-peer batcher, as the broker sends.
+        let local: Arc<dyn Transport> = self.network.add_node(node, dispatcher.clone());
+        let transport = Arc::new(PeerBatcher::new(local, BatchLimits::default()));
         let group = PartitionGroup::open(node, GROUP, &storage, transport, &dispatcher, &self.settings)
             .await
             .unwrap();

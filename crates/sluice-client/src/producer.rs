@@ -142,7 +142,8 @@ impl Producer {
         }
     }
 
-    /// Queues a record; the key chooses the partition (records without a key go to a sticky partition, see `sticky_bytes`).
+    /// Queues a record; the key chooses the partition (records without a key go to a sticky
+    /// partition, see `sticky_bytes`).
     /// Waits only while the partition's queue is full. The returned future resolves to where the
     /// record landed.
     pub async fn send(
@@ -170,9 +171,16 @@ impl Producer {
 
     /// The partition of a keyless record of `bytes` bytes under sticky partitioning.
     fn sticky_partition(&self, topic: &str, partitions: u32, bytes: usize) -> u32 {
+        let limit = self.config.sticky_bytes;
         let mut sticky = lock(&self.sticky);
-        let current = sticky.entry(topic.to_string()).or_insert_with(|| Sticky::new(partitions));
-        current.next(partitions, bytes, self.config.sticky_bytes)
+        // Looked up by &str first: no key allocation per record.
+        if let Some(current) = sticky.get_mut(topic) {
+            return current.next(partitions, bytes, limit);
+        }
+        sticky
+            .entry(topic.to_string())
+            .or_insert_with(|| Sticky::new(partitions))
+            .next(partitions, bytes, limit)
     }
 
     /// Queues a record for a given partition.

@@ -48,7 +48,10 @@ pub struct ControllerConfig {
 pub struct RaftConfig {
     /// Leader heartbeats per group. Modest: a node hosts many groups on few cores.
     pub heartbeat_interval_ms: u64,
-    /// A follower that hears nothing for a random time in [min, max] calls an election.
+    /// A follower that hears nothing for a random time in [min, max] calls an election. openraft
+    /// also gives every leader a lease of `max`: no follower votes for another candidate before
+    /// it has heard nothing for `max`, so `max` is what a leader's death costs (the failover
+    /// time) and `min` only spreads the retries after a split vote.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Applied entries between partition checkpoints (the granularity of retention).
@@ -143,8 +146,8 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 600,
-            election_timeout_max_ms: 1200,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 500,
             checkpoint_interval_entries: sluice_raft::CHECKPOINT_INTERVAL_ENTRIES,
             hibernate_after_ms: 5000,
         }

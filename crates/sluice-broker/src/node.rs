@@ -255,6 +255,11 @@ impl Node {
         lock(&self.peers).is_up(peer)
     }
 
+    /// Whether `peer` answered this node's latest ping; this node itself always does.
+    pub fn peer_answering(&self, peer: u64) -> bool {
+        peer == self.id() || lock(&self.peers).is_answering(peer)
+    }
+
     pub fn record_pings(
         &self,
         answers: impl IntoIterator<Item = (u64, Option<u64>)>,

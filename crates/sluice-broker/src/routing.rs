@@ -1,6 +1,7 @@
 //! Finding a partition: its Raft group, the local replica if hosted here, and who leads it.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use sluice_raft::PartitionGroup;
 use sluice_types::GroupId;
@@ -43,20 +44,51 @@ pub fn serving_replica(
     Ok(replica)
 }
 
+/// For a client that [`serving_replica`] sent away without a leader to name: waits up to
+/// `bound` for this node's replica to know a live leader (its group is electing one, or the
+/// leader's node stopped answering pings), then answers as [`serving_replica`] does. A leader
+/// killed with kill -9 then costs its clients the election and no more: the retry that lands
+/// here is answered as soon as a leader is known, by serving it or by naming the new leader.
+pub async fn serving_replica_after_election(
+    node: &Node,
+    topic: &str,
+    partition: u32,
+    bound: Duration,
+) -> Result<PartitionGroup, DataError> {
+    let (group, local) = resolve(node, topic, partition)?;
+    if let Some(replica) = local {
+        // Pings, not metrics, tell when a silent leader answers again: look again each heartbeat.
+        let recheck = Duration::from_millis(node.config().raft.heartbeat_interval_ms);
+        let deadline = Instant::now() + bound;
+        let known = |_: &_| leader_of(node, group, Some(&replica)).is_some();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || replica.wait_until(remaining.min(recheck), known).await {
+                break;
+            }
+        }
+    }
+    serving_replica(node, topic, partition, false)
+}
+
 /// The leader this node knows of. A local replica's view wins; but a replica that thinks it
 /// leads and has not heard from a quorum within the election timeout (cut off from its peers, or
 /// just back from a pause) may have been deposed already, so it does not name itself: clients
-/// then look elsewhere instead of waiting on a leader that cannot commit.
+/// then look elsewhere instead of waiting on a leader that cannot commit. Nor is a leader named
+/// whose node failed this node's latest ping: its clients would retry against a dead address
+/// until the election ends.
 pub fn leader_of(node: &Node, group: GroupId, local: Option<&PartitionGroup>) -> Option<u64> {
     if let Some(replica) = local {
         match replica.with_metrics(|m| m.current_leader) {
-            Some(leader) if leader != node.id() => return Some(leader),
+            Some(leader) if leader != node.id() => return Some(leader).filter(|l| node.peer_answering(*l)),
             Some(_) if leads_with_quorum(node, replica) => return Some(node.id()),
             _ => {}
         }
     }
     // With a local replica, only its own view may say "this node".
-    node.reported_leader(group).filter(|l| local.is_none() || *l != node.id())
+    node.reported_leader(group)
+        .filter(|l| local.is_none() || *l != node.id())
+        .filter(|l| node.peer_answering(*l))
 }
 
 /// This leader heard from a quorum within the election timeout. A hibernating or just-woken

@@ -153,10 +153,19 @@ impl Cluster {
             code: "UNKNOWN_TOPIC_OR_PARTITION".into(),
             message: format!("topic {topic} has {} partitions", meta.leaders.len()),
         })?;
-        Ok(leader.clone().unwrap_or_else(|| {
-            let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
-            self.bootstrap[(partition as usize + turn) % self.bootstrap.len()].clone()
-        }))
+        // A leader that just failed to answer is likely dead: any other broker will either serve,
+        // name the new leader, or hold the request until the election names one.
+        if let Some(addr) = leader.as_ref().filter(|addr| !self.is_suspect(addr)) {
+            return Ok(addr.clone());
+        }
+        let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let count = self.bootstrap.len();
+        let first = partition as usize + turn;
+        let pick = (first..first + count)
+            .map(|i| &self.bootstrap[i % count])
+            .find(|addr| !self.is_suspect(addr))
+            .unwrap_or(&self.bootstrap[first % count]);
+        Ok(pick.clone())
     }
 
     /// The bootstrap brokers, starting from the next one in turn; brokers that failed to answer
@@ -171,16 +180,24 @@ impl Cluster {
         order
     }
 
+    /// Whether `addr` failed to answer within the last `SUSPECT_FOR`.
+    fn is_suspect(&self, addr: &str) -> bool {
+        lock(&self.suspects).get(addr).is_some_and(|since| since.elapsed() < SUSPECT_FOR)
+    }
+
     /// `addr` did not answer: ask it last for a while.
-    fn suspect(&self, addr: &str) {
+    pub(crate) fn suspect(&self, addr: &str) {
         let mut suspects = lock(&self.suspects);
-        if suspects.len() < self.bootstrap.len() * 2 {
+        suspects.retain(|_, since| since.elapsed() < SUSPECT_FOR);
+        if suspects.len() < self.bootstrap.len() * 2 || suspects.contains_key(addr) {
             suspects.insert(addr.to_string(), std::time::Instant::now());
         }
     }
 
-    /// Remembers a leader learned from a `NOT_LEADER` answer.
+    /// Remembers a leader learned from a `NOT_LEADER` answer. The broker that named it has just
+    /// heard from it, so it is no longer suspect.
     pub(crate) fn set_leader(&self, topic: &str, partition: u32, addr: String) {
+        lock(&self.suspects).remove(&addr);
         let mut topics = lock(&self.topics);
         if let Some(meta) = topics.get(topic) {
             let mut updated = (**meta).clone();

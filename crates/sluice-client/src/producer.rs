@@ -456,6 +456,9 @@ impl PartitionWorker {
         let response = match client.produce(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
+                if status.code() == tonic::Code::Unavailable {
+                    self.cluster.suspect(&addr);
+                }
                 return Ok(Err(Retry {
                     reason: format!("{addr}: {}", status.message()),
                     refresh: true,

@@ -240,6 +240,16 @@ impl PartitionGroup {
         read(&self.raft.metrics().borrow_watched())
     }
 
+    /// Waits until `holds` is true of the replica's metrics, re-checking at each change, for at
+    /// most `timeout`; whether it came to hold.
+    pub async fn wait_until(
+        &self,
+        timeout: std::time::Duration,
+        holds: impl Fn(&openraft::RaftMetrics<PartitionRaft>) -> bool + Send,
+    ) -> bool {
+        self.raft.wait(Some(timeout)).metrics(holds, "metrics condition").await.is_ok()
+    }
+
     pub fn reader(&self) -> &PartitionReader {
         &self.reader
     }
@@ -278,6 +288,15 @@ impl PartitionGroup {
     /// Restarts the replica's Raft timers. Cheap when already awake.
     pub fn wake(&self) {
         self.hibernation.wake();
+    }
+
+    /// Asks the group to elect this replica, through a pre-vote: nothing changes (no term is
+    /// spent, no leader disturbed) unless this replica and a quorum have all stopped hearing
+    /// from the leader for its lease. The election timer would do the same a random election
+    /// timeout later; this is for a caller that knows the leader's node is gone.
+    pub async fn campaign(&self) -> Result<(), GroupError> {
+        self.hibernation.wake();
+        self.raft.trigger().elect(true).await.map_err(GroupError::raft)
     }
 
     /// When the replica last woke up or started.

@@ -87,6 +87,12 @@ impl MetaGroup {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// Asks the registry to elect this replica, through a pre-vote (see
+    /// `PartitionGroup::campaign`).
+    pub async fn campaign(&self) -> Result<(), GroupError> {
+        self.raft.trigger().elect(true).await.map_err(GroupError::raft)
+    }
+
     /// Whether this replica has ever been part of a formed registry.
     pub async fn is_initialized(&self) -> Result<bool, GroupError> {
         self.raft.is_initialized().await.map_err(GroupError::raft)

@@ -18,6 +18,8 @@ use crate::routing;
 
 /// A produce waits at most this many election timeouts for its commit.
 const COMMIT_DEADLINE_ELECTIONS: u32 = 3;
+/// A produce that finds no live leader waits at most this many election timeouts for one.
+const ELECTION_WAIT_ELECTIONS: u32 = 2;
 
 #[derive(Debug)]
 pub struct ProducerService {
@@ -31,7 +33,18 @@ impl ProducerService {
 
     async fn produce(&self, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, DataError> {
         let node = &self.node;
-        let replica = routing::serving_replica(node, &request.topic, request.partition, false)?;
+        let replica = match routing::serving_replica(node, &request.topic, request.partition, false) {
+            Err(DataError::NotLeader { leader: None, .. }) => {
+                // A request parked for the election holds its bytes as a queued one does, so
+                // admission bounds the parked ones too.
+                let (group, _) = routing::resolve(node, &request.topic, request.partition)?;
+                let _parked = node.admission().try_admit(group, request.batch.len())?;
+                let bound = ELECTION_WAIT_ELECTIONS * node.election_timeout_max();
+                routing::serving_replica_after_election(node, &request.topic, request.partition, bound)
+                    .await?
+            }
+            answer => answer?,
+        };
         let batch = ValidatedBatch::validate(request.batch)?;
         let _permit = node.admission().try_admit(replica.group(), batch.bytes().len())?;
         // A leader that cannot reach a quorum would hold the request forever; past the deadline

@@ -14,6 +14,7 @@ pub mod quiescer;
 pub mod reconciler;
 pub mod registry_follow;
 pub mod registry_lease;
+pub mod stand_in;
 
 /// A long-lived task of the node.
 pub trait Task: Send + 'static {

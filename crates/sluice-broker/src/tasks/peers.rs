@@ -3,7 +3,7 @@
 //! keeps hibernating partitions safe to leave without heartbeats: when a leader's node goes down,
 //! the followers of its groups here are woken and elect a new leader; when a peer comes back (or
 //! restarted), the groups this node leads with it are woken so that it hears from its leaders at
-//! once.
+//! once. A peer that fails a single ping is stood in for: see `stand_in`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,12 @@ use sluice_types::NodeId;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
-use crate::tasks::Task;
+use crate::tasks::{Task, stand_in};
+
+/// A ping's time to answer. A killed node refuses the connection at once, so this only bounds
+/// how long a paused or cut-off one is waited for; it is as generous as a Raft RPC's floor, so
+/// that a slow link (the slow-network fault) does not make a live leader look dead.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct PeerMonitor {
     pub node: Arc<Node>,
@@ -28,13 +33,20 @@ impl Task for PeerMonitor {
         let down_after = Duration::from_millis(node.config().raft.election_timeout_min_ms);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // At most one a peer: a peer falls silent again only after it answered.
+        let mut stand_ins = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let answers = ping_all(&node, down_after / 2).await;
+            while stand_ins.try_join_next().is_some() {}
+            let answers = ping_all(&node, PING_TIMEOUT).await;
             let changes = node.record_pings(answers, down_after);
+            for peer in changes.fell_silent {
+                tracing::info!(peer, "peer failed a ping; its groups here campaign once their lease is out");
+                stand_ins.spawn(stand_in::stand_in_for(node.clone(), peer));
+            }
             for peer in changes.went_down {
                 tracing::info!(peer, "peer stopped answering; waking the groups it led here");
                 for group in node.partition_groups() {

@@ -3,7 +3,8 @@
 # records, 1 and 4 producers, PARTITIONS partitions (default "1 12"; issue 9 asks for "1 3 12 48"),
 # replication 3, acks after a majority fsynced. Each produce line also says the servers' CPU per
 # acknowledged message (user + sys of the three sluiced processes, from /proc, over the run), so a
-# gain bought with more cores shows.
+# gain bought with more cores shows, and the elections during the run (terms gained by any group,
+# the registry's too), so that shorter election timeouts that flap under load show.
 # Every run writes to a topic of its own, created empty and deleted afterwards, as the peer
 # baselines recreate their stream or queue before each measurement (shared/peers/bench).
 # Prints one RESULT line per run in the peer baselines' format (shared/peers/README.md), appends
@@ -36,11 +37,26 @@ server_ticks() {
   done
   echo "$total"
 }
+# Every group's term, as "group:term ...".
+terms() {
+  bin/sluice cluster status --output json |
+    python3 -c 'import json, sys; print(" ".join(f"{g["group_id"]}:{g["term"]}" for g in json.load(sys.stdin)["groups"]))'
+}
+# Elections between two `terms` snapshots: the terms gained, a new group's first term not counted.
+elections() {
+  python3 -c '
+import sys
+before = dict(p.split(":") for p in sys.argv[1].split())
+after = dict(p.split(":") for p in sys.argv[2].split())
+print(sum(int(t) - int(before.get(g, 1)) for g, t in after.items()))' "$1" "$2"
+}
 run() {
-  local line before after msgs cpu
+  local line before after msgs cpu terms_before
+  terms_before="$(terms)"
   before="$(server_ticks)"
   line="$(bin/sluice bench produce "$@" | grep '^RESULT')"
   after="$(server_ticks)"
+  line="$line elections=$(elections "$terms_before" "$(terms)")"
   msgs="$(sed -n 's/.* msgs=\([0-9]*\).*/\1/p' <<<"$line")"
   cpu="$(awk -v t="$((after - before))" -v hz="$clk_tck" -v n="$msgs" 'BEGIN { printf "%.1f", n ? t / hz / n * 1e6 : 0 }')"
   line="$line server_cpu_us_per_msg=$cpu"
@@ -84,12 +100,12 @@ for size in 100 1024; do
 done
 
 echo
-printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s %12s\n' size partitions producers inflight msgs/s MB/s p50_ms p99_ms cpu_us/msg
+printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s %12s %9s\n' size partitions producers inflight msgs/s MB/s p50_ms p99_ms cpu_us/msg elections
 for line in "${lines[@]}"; do
   get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
-  printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s %12s\n' "$(get size)" "$(get partitions)" "$(get producers)" \
+  printf '%-6s %-10s %-9s %-8s %12s %9s %9s %9s %12s %9s\n' "$(get size)" "$(get partitions)" "$(get producers)" \
     "$(get inflight)" "$(get msgs_per_s)" "$(get MB_per_s)" "$(get p50_ms)" "$(get p99_ms)" \
-    "$(get server_cpu_us_per_msg)"
+    "$(get server_cpu_us_per_msg)" "$(get elections)"
 done
 echo
 for line in "${consumed[@]}"; do echo "$line"; done

@@ -40,19 +40,34 @@ server_ticks() {
 # Every group's term, as "group:term ...".
 terms() {
   bin/sluice cluster status --output json |
-    python3 -c 'import json, sys; print(" ".join(f"{g["group_id"]}:{g["term"]}" for g in json.load(sys.stdin)["groups"]))'
+    python3 -c 'import json, sys; print(" ".join("%s:%s" % (g["group_id"], g["term"]) for g in json.load(sys.stdin)["groups"]))'
 }
-# Elections between two `terms` snapshots: the terms gained, a new group's first term not counted.
+# Elections between two `terms` snapshots: the terms gained by every group.
 elections() {
   python3 -c '
 import sys
 before = dict(p.split(":") for p in sys.argv[1].split())
 after = dict(p.split(":") for p in sys.argv[2].split())
-print(sum(int(t) - int(before.get(g, 1)) for g, t in after.items()))' "$1" "$2"
+print(sum(int(t) - int(before.get(g, t)) for g, t in after.items()))' "$1" "$2"
 }
+# Creates the run's topic and waits (up to 30 s) until no group's term changed for a second, so
+# that the elections that form its groups are not counted as elections under load.
+settled_terms() {
+  local previous current i
+  bin/sluice topic create "$1" --partitions "$2" --replication-factor 3 >/dev/null
+  previous="$(terms)"
+  for i in $(seq 30); do
+    sleep 1
+    current="$(terms)"
+    [ "$current" = "$previous" ] && break
+    previous="$current"
+  done
+  echo "$current"
+}
+# run --topic T --partitions P ...: one `sluice bench produce`.
 run() {
   local line before after msgs cpu terms_before
-  terms_before="$(terms)"
+  terms_before="$(settled_terms "$2" "$4")"
   before="$(server_ticks)"
   line="$(bin/sluice bench produce "$@" | grep '^RESULT')"
   after="$(server_ticks)"

@@ -245,4 +245,23 @@ mod tests {
         assert_eq!(timeouts, seconds);
         assert_eq!(init_producer_timeout(u32::MAX), INIT_PRODUCER_TIMEOUT_MAX);
     }
+
+    #[tokio::test]
+    async fn an_unreachable_leader_is_skipped_until_a_broker_names_it_again() {
+        let brokers: Vec<String> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"].map(String::from).to_vec();
+        let cluster = Cluster::new(&brokers).unwrap();
+        let leader = brokers[0].clone();
+        lock(&cluster.topics).insert("t".into(), Arc::new(TopicMeta { leaders: vec![Some(leader.clone())] }));
+        assert_eq!(cluster.leader_addr("t", 0, false).await.unwrap(), leader);
+
+        cluster.suspect(&leader);
+        for _ in 0..6 {
+            let elsewhere = cluster.leader_addr("t", 0, false).await.unwrap();
+            assert_ne!(elsewhere, leader, "a suspect leader is not asked");
+            assert!(brokers.contains(&elsewhere));
+        }
+
+        cluster.set_leader("t", 0, leader.clone());
+        assert_eq!(cluster.leader_addr("t", 0, false).await.unwrap(), leader, "a broker's hint clears it");
+    }
 }

@@ -12,6 +12,12 @@ use crate::tasks::Task;
 
 /// How often idle replicas are looked for.
 const QUIESCE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// A leader stays awake this much longer than its followers. Each node looks for idle replicas
+/// on its own clock, up to one check interval apart, and a follower that still runs its timers
+/// when its leader's heartbeats stop calls an election within 750–1,000 ms (the default election
+/// timeouts): so the followers must be asleep first. Without this margin an idle cluster
+/// elected new leaders every few seconds (found by bench.sh's election count).
+const LEADER_SLEEPS_LATER: Duration = Duration::from_secs(2);
 
 /// Puts idle partition replicas to sleep and wakes those whose leader is gone.
 pub struct Quiescer {
@@ -60,14 +66,16 @@ impl Task for Quiescer {
                     }
                     continue;
                 }
-                if now.duration_since(entry.1.max(group.woke_at())) < idle_after {
+                let leads = leader == Some(node.id());
+                let idle_for = if leads { idle_after + LEADER_SLEEPS_LATER } else { idle_after };
+                if now.duration_since(entry.1.max(group.woke_at())) < idle_for {
                     continue;
                 }
                 if committed != last {
                     continue;
                 }
                 let settled = match leader {
-                    Some(l) if l == node.id() => replicated,
+                    Some(_) if leads => replicated,
                     Some(l) => node.peer_up(l),
                     None => false,
                 };

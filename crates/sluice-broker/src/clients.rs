@@ -90,6 +90,9 @@ pub fn transport_error(node: u64, status: &tonic::Status) -> TransportError {
                 .unwrap_or(u64::MAX);
             TransportError::UnknownGroup { node, group: GroupId(group) }
         }
+        tonic::Code::Unimplemented => {
+            TransportError::Unsupported { node, what: status.message().to_string() }
+        }
         _ => TransportError::Remote { node, reason: status.message().to_string() },
     }
 }

@@ -5,9 +5,12 @@
 //! batcher. While a link's slots are all on the wire, appends of every group to that peer queue,
 //! and the first slot to come back takes the whole queue as one `AppendEntriesBatch`. So at low
 //! load nothing waits, and under load N partitions replicating to one peer cost about one round
-//! trip, not N: fewer RPCs, socket writes and task wake-ups per Raft entry.
+//! trip, not N: fewer RPCs, socket writes and task wake-ups per Raft entry. A peer that does not
+//! know `AppendEntriesBatch` (an older build, during a rolling upgrade) fails the first batch
+//! sent to it; from then on its link sends each queued append as its own call.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +81,7 @@ impl PeerBatcher {
             addr: addr.to_string(),
             limits: self.limits,
             state: Mutex::new(LinkState::default()),
+            unary_only: AtomicBool::new(false),
         });
         links.insert(target, link.clone());
         link
@@ -103,6 +107,8 @@ struct Link {
     addr: String,
     limits: BatchLimits,
     state: Mutex<LinkState>,
+    /// The peer answered a batch with UNIMPLEMENTED: send its appends one by one.
+    unary_only: AtomicBool,
 }
 
 /// What an append does on arrival.
@@ -194,14 +200,15 @@ impl Slot {
     }
 
     async fn send_batch(self, batch: Vec<Pending>) {
-        let mut batch = batch;
-        if batch.len() == 1
-            && let Some(pending) = batch.pop()
-        {
-            let _ = pending.reply.send(self.send_one(pending.req).await);
+        let link = &self.link;
+        if batch.len() == 1 || link.unary_only.load(Ordering::Relaxed) {
+            // One slot for all of them, as one batch would have had.
+            let sends = batch.into_iter().map(|pending| async {
+                let _ = pending.reply.send(self.send_one(pending.req).await);
+            });
+            futures::future::join_all(sends).await;
             return;
         }
-        let link = &self.link;
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.req, p.reply)).unzip();
         let count = reqs.len();
         let timeout = link.limits.timeout;
@@ -218,7 +225,15 @@ impl Slot {
                 let error = TransportError::Remote { node: link.target, reason };
                 fail_all(replies, &error);
             }
-            Ok(Err(error)) => fail_all(replies, &error),
+            Ok(Err(error)) => {
+                if matches!(error, TransportError::Unsupported { .. })
+                    && !link.unary_only.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(peer = link.target, %error, "peer takes no batched appends; sending them one by one");
+                }
+                // Raft retries these appends; this link's next ones go one by one.
+                fail_all(replies, &error);
+            }
             Err(_) => fail_all(replies, &TransportError::Timeout(timeout)),
         }
     }
@@ -293,7 +308,7 @@ impl Transport for PeerBatcher {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use tokio::sync::Semaphore;
 
@@ -309,16 +324,23 @@ mod tests {
         failing_group: Option<u64>,
         /// Whole batches fail.
         down: bool,
+        /// Batches are answered UNIMPLEMENTED, as by an older build.
+        old_build: bool,
     }
 
     impl FakePeer {
         fn new(failing_group: Option<u64>, down: bool) -> Arc<FakePeer> {
+            FakePeer::build(failing_group, down, false)
+        }
+
+        fn build(failing_group: Option<u64>, down: bool, old_build: bool) -> Arc<FakePeer> {
             Arc::new(FakePeer {
                 gate: Arc::new(Semaphore::new(0)),
                 unary: AtomicUsize::new(0),
                 batches: Mutex::new(Vec::new()),
                 failing_group,
                 down,
+                old_build,
             })
         }
 
@@ -369,6 +391,9 @@ mod tests {
             let peer = self.clone();
             Box::pin(async move {
                 lock(&peer.batches).push(reqs.iter().map(|r| r.group_id).collect());
+                if peer.old_build {
+                    return Err(TransportError::Unsupported { node: 2, what: "AppendEntriesBatch".into() });
+                }
                 peer.gate.acquire().await.expect("gate open").forget();
                 if peer.down {
                     return Err(TransportError::Unreachable { node: 2, reason: "down".into() });
@@ -486,5 +511,35 @@ mod tests {
         // Group 3 went alone (unary): group 2's append was dropped from the queue.
         assert_eq!(peer.unary.load(Ordering::SeqCst), 2);
         assert!(lock(&peer.batches).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_batched_appends_gets_them_one_by_one_after_its_first_refusal() {
+        let peer = FakePeer::build(None, false, true);
+        let batcher = Arc::new(PeerBatcher::new(Arc::new(peer.clone()), limits(1)));
+        let first = start(&batcher, 1);
+        until("the first append on the wire", || peer.unary.load(Ordering::SeqCst) == 1).await;
+        let refused: Vec<_> = [2, 3].into_iter().map(|g| start(&batcher, g)).collect();
+        until("two queued", || lock(&batcher.link(2, "peer").state).queue.len() == 2).await;
+        peer.gate.add_permits(1);
+        assert_eq!(matching(&first.await.expect("task")), Some(1));
+        for task in refused {
+            let answer = task.await.expect("task");
+            assert!(matches!(answer, Err(TransportError::Unsupported { .. })), "{answer:?}");
+        }
+
+        // The link now sends queued appends as unary calls, under one slot.
+        let second = start(&batcher, 4);
+        until("the next append on the wire", || peer.unary.load(Ordering::SeqCst) == 2).await;
+        let queued: Vec<_> = [5, 6].into_iter().map(|g| start(&batcher, g)).collect();
+        until("two queued again", || lock(&batcher.link(2, "peer").state).queue.len() == 2).await;
+        peer.gate.add_permits(3);
+        assert_eq!(matching(&second.await.expect("task")), Some(4));
+        for (task, group) in queued.into_iter().zip([5, 6]) {
+            assert_eq!(matching(&task.await.expect("task")), Some(group));
+        }
+        assert_eq!(*lock(&peer.batches), vec![vec![2, 3]], "one batch was tried, then no more");
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 4);
+        assert_eq!(lock(&batcher.link(2, "peer").state).in_flight, 0, "every slot came back");
     }
 }

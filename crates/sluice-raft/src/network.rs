@@ -45,6 +45,9 @@ pub enum TransportError {
     Remote { node: u64, reason: String },
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
+    /// The peer does not know the call: an older build, during a rolling upgrade.
+    #[error("node {node} does not support {what}")]
+    Unsupported { node: u64, what: String },
 }
 
 /// One group's answer to an append.
@@ -479,7 +482,9 @@ fn rpc_error<C: GroupConfig>(e: &TransportError) -> RPCError<C> {
         TransportError::Unreachable { .. } | TransportError::UnknownGroup { .. } => {
             RPCError::Unreachable(Unreachable::new(e))
         }
-        TransportError::Remote { .. } | TransportError::Timeout(_) => RPCError::Network(NetworkError::new(e)),
+        TransportError::Remote { .. } | TransportError::Timeout(_) | TransportError::Unsupported { .. } => {
+            RPCError::Network(NetworkError::new(e))
+        }
     }
 }
 

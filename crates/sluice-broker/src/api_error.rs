@@ -10,7 +10,7 @@ use sluice_meta::{MetaError, MetaResponse};
 use sluice_partition::AppendError;
 use sluice_proto::v1 as pb;
 use sluice_raft::{AppendFailure, FetchError};
-use sluice_types::{BatchError, Offset};
+use sluice_types::{BatchError, Offset, ProducerEpoch, ProducerId};
 use tonic::{Code, Status};
 
 use crate::admission::Busy;
@@ -65,6 +65,10 @@ impl ApiError {
                 MetaError::TooManyTopics => "TOO_MANY_TOPICS",
                 MetaError::UnknownBroker(_) => "UNKNOWN_BROKER",
                 MetaError::EmptyAddress | MetaError::InvalidProducerIdCount(_) => "INVALID_ARGUMENT",
+                MetaError::UnknownProducerId(_) => "UNKNOWN_PRODUCER_ID",
+                MetaError::ProducerEpochsExhausted(_) | MetaError::TooManyBumpedProducers => {
+                    "PRODUCER_EPOCHS_EXHAUSTED"
+                }
             },
             ApiError::NotLeader { .. } => "NOT_LEADER",
             ApiError::NoRegistryLeader { .. }
@@ -81,9 +85,13 @@ impl ApiError {
         match self {
             ApiError::Meta(e) => match e {
                 MetaError::TopicExists(_) => Code::AlreadyExists,
-                MetaError::UnknownTopic(_) | MetaError::UnknownBroker(_) => Code::NotFound,
+                MetaError::UnknownTopic(_)
+                | MetaError::UnknownBroker(_)
+                | MetaError::UnknownProducerId(_) => Code::NotFound,
                 MetaError::NotEnoughBrokers { .. } => Code::FailedPrecondition,
-                MetaError::TooManyTopics => Code::ResourceExhausted,
+                MetaError::TooManyTopics
+                | MetaError::ProducerEpochsExhausted(_)
+                | MetaError::TooManyBumpedProducers => Code::ResourceExhausted,
                 _ => Code::InvalidArgument,
             },
             ApiError::NotLeader { .. }
@@ -123,6 +131,10 @@ pub fn leader_hint(status: &Status) -> Option<String> {
     status.metadata().get("sluice-leader").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// How long a client told `NOT_LEADER` with no leader to name should wait before it asks again
+/// (an election takes a few hundred milliseconds).
+pub const LEADERLESS_RETRY_AFTER_MS: u32 = 50;
+
 /// Why the data path could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -142,6 +154,12 @@ pub enum DataError {
     OffsetOutOfRange { requested: Offset, log_start: Offset, high_watermark: Offset },
     #[error("{0}")]
     InvalidRequest(&'static str),
+    #[error("producer id {0} was never issued by InitProducer")]
+    UnknownProducerId(ProducerId),
+    #[error("producer id {producer_id} was never issued epoch {epoch}; its current epoch is {current}")]
+    InvalidProducerEpoch { producer_id: ProducerId, epoch: ProducerEpoch, current: ProducerEpoch },
+    #[error("{0}")]
+    ProducerRefused(MetaError),
     #[error("not committed within {waited_ms} ms; outcome unknown")]
     CommitTimeout { waited_ms: u64 },
     #[error("outcome unknown: {0}")]
@@ -175,11 +193,14 @@ impl DataError {
             DataError::NotLeader { .. } => E::NotLeader,
             DataError::Busy(_) => E::Busy,
             DataError::InvalidBatch(BatchError::RecordTooLarge { .. }) => E::RecordTooLarge,
+            DataError::InvalidBatch(BatchError::TooLarge { .. }) => E::BatchTooLarge,
             DataError::InvalidBatch(_) | DataError::Rejected(AppendError::Unreadable(_)) => E::InvalidBatch,
             DataError::Rejected(AppendError::ProducerFenced { .. }) => E::ProducerFenced,
             DataError::Rejected(AppendError::OutOfOrderSequence { .. }) => E::OutOfOrderSequence,
             DataError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
-            DataError::InvalidRequest(_) => E::InvalidRequest,
+            DataError::InvalidRequest(_) | DataError::ProducerRefused(_) => E::InvalidRequest,
+            DataError::UnknownProducerId(_) => E::UnknownProducerId,
+            DataError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
             DataError::CommitTimeout { .. }
             | DataError::Indeterminate(_)
             | DataError::NoOutcome
@@ -197,6 +218,10 @@ impl DataError {
             DataError::NotLeader { leader, leader_addr, .. } => {
                 error.leader_id = *leader;
                 error.leader_addr = leader_addr.clone().unwrap_or_default();
+                if leader.is_none() {
+                    // No leader to name: an election is under way, or this node is cut off.
+                    error.retry_after_ms = LEADERLESS_RETRY_AFTER_MS;
+                }
             }
             DataError::Busy(busy) => error.retry_after_ms = busy.retry_after_ms,
             DataError::OffsetOutOfRange { log_start, high_watermark, .. } => {

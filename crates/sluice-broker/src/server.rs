@@ -10,7 +10,7 @@ use sluice_proto::v1::admin_server::AdminServer;
 use sluice_proto::v1::consumer_server::ConsumerServer;
 use sluice_proto::v1::metadata_server::MetadataServer;
 use sluice_proto::v1::producer_server::ProducerServer;
-use sluice_types::limits::REQUEST_BYTES_MAX;
+use sluice_types::limits::{PRODUCE_REQUEST_BYTES_MAX, REQUEST_BYTES_MAX};
 use tokio_util::sync::CancellationToken;
 
 use crate::clients::PEER_MESSAGE_BYTES_MAX;
@@ -62,7 +62,7 @@ impl Task for GrpcServer {
             )
             .add_service(
                 ProducerServer::new(ProducerService::new(node.clone()))
-                    .max_decoding_message_size(REQUEST_BYTES_MAX)
+                    .max_decoding_message_size(PRODUCE_REQUEST_BYTES_MAX)
                     .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
             )
             .add_service(

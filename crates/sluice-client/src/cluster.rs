@@ -214,7 +214,7 @@ impl Cluster {
         let mut failures = Vec::new();
         for addr in self.rotated() {
             let mut client = ProducerClient::new(self.channel(&addr)?);
-            let mut request = tonic::Request::new(pb::InitProducerRequest {});
+            let mut request = tonic::Request::new(pb::InitProducerRequest { producer_id: None });
             request.set_timeout(timeout);
             match client.init_producer(request).await {
                 Ok(response) => {

@@ -15,7 +15,8 @@ mod topic_name;
 pub use liveness::LivenessTable;
 pub use placement::place_replicas;
 pub use state::{
-    Broker, BrokerState, MetaCommand, MetaError, MetaResponse, MetaState, PARTITIONS_MAX,
-    PRODUCER_ID_BLOCK_MAX, PartitionAssignment, REPLICATION_FACTOR_MAX, TOPICS_MAX, Topic, TopicConfig,
+    BUMPED_PRODUCERS_MAX, Broker, BrokerState, MetaCommand, MetaError, MetaResponse, MetaState,
+    PARTITIONS_MAX, PRODUCER_ID_BLOCK_MAX, PartitionAssignment, REPLICATION_FACTOR_MAX, TOPICS_MAX, Topic,
+    TopicConfig,
 };
 pub use topic_name::{TOPIC_NAME_BYTES_MAX, validate_topic_name};

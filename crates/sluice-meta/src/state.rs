@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sluice_types::{GroupId, NodeId, ProducerId};
+use sluice_types::{GroupId, NodeId, ProducerEpoch, ProducerId};
 
 use crate::placement::place_replicas;
 use crate::topic_name::validate_topic_name;
@@ -14,6 +14,9 @@ pub const REPLICATION_FACTOR_MAX: u32 = 7;
 pub const TOPICS_MAX: usize = 10_000;
 /// Most producer ids one allocation may take.
 pub const PRODUCER_ID_BLOCK_MAX: u64 = 1_000_000;
+/// Most producer ids whose epoch was ever bumped that the registry remembers. Beyond it a bump is
+/// refused (the client takes a fresh producer id instead), so the registry's state stays bounded.
+pub const BUMPED_PRODUCERS_MAX: usize = 100_000;
 
 /// Whether the controller currently believes a broker is up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,9 +82,14 @@ pub enum MetaCommand {
     DeleteTopic {
         name: String,
     },
-    /// Takes `count` fresh producer ids.
+    /// Takes `count` fresh producer ids, each at epoch 0.
     AllocateProducerIds {
         count: u64,
+    },
+    /// Starts a new incarnation of an issued producer id: its epoch goes up by one, and every
+    /// partition then refuses the older epoch's batches (a zombie is fenced).
+    BumpProducerEpoch {
+        producer_id: ProducerId,
     },
     /// Changes nothing. A registry leader whose heartbeats do not get through (links slower
     /// than the heartbeat interval) replicates one to renew its quorum lease.
@@ -111,6 +119,14 @@ pub enum MetaError {
     EmptyAddress,
     #[error("producer id allocation of {0} must be between 1 and {PRODUCER_ID_BLOCK_MAX}")]
     InvalidProducerIdCount(u64),
+    #[error("producer id {0} was never issued")]
+    UnknownProducerId(ProducerId),
+    #[error("producer id {0} has used every epoch; take a new producer id")]
+    ProducerEpochsExhausted(ProducerId),
+    #[error(
+        "the registry already remembers {BUMPED_PRODUCERS_MAX} bumped producer ids; take a new producer id"
+    )]
+    TooManyBumpedProducers,
 }
 
 /// What applying a command returned.
@@ -122,6 +138,10 @@ pub enum MetaResponse {
     ProducerIds {
         first: ProducerId,
         count: u64,
+    },
+    ProducerEpoch {
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
     },
     Refused(MetaError),
 }
@@ -135,11 +155,21 @@ pub struct MetaState {
     next_group: u64,
     /// The next producer id to hand out; 0 means "no idempotence".
     next_producer_id: u64,
+    /// The current epoch of every producer id whose epoch was bumped; every other issued id is
+    /// at epoch 0. At most [`BUMPED_PRODUCERS_MAX`].
+    #[serde(default)]
+    producer_epochs: BTreeMap<ProducerId, ProducerEpoch>,
 }
 
 impl Default for MetaState {
     fn default() -> Self {
-        MetaState { brokers: BTreeMap::new(), topics: BTreeMap::new(), next_group: 1, next_producer_id: 1 }
+        MetaState {
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            next_group: 1,
+            next_producer_id: 1,
+            producer_epochs: BTreeMap::new(),
+        }
     }
 }
 
@@ -158,6 +188,13 @@ impl MetaState {
 
     pub fn topic(&self, name: &str) -> Option<&Topic> {
         self.topics.get(name)
+    }
+
+    /// The current epoch of an issued producer id; `None` for an id never issued (0, which
+    /// means "no idempotence", included).
+    pub fn producer_epoch(&self, id: ProducerId) -> Option<ProducerEpoch> {
+        let issued = id.0 != 0 && id.0 < self.next_producer_id;
+        issued.then(|| self.producer_epochs.get(&id).copied().unwrap_or(ProducerEpoch(0)))
     }
 
     /// Every group id below this was handed out at some time.
@@ -216,6 +253,16 @@ impl MetaState {
                     return Err(MetaError::InvalidProducerIdCount(*count));
                 }
             }
+            MetaCommand::BumpProducerEpoch { producer_id } => {
+                let epoch =
+                    self.producer_epoch(*producer_id).ok_or(MetaError::UnknownProducerId(*producer_id))?;
+                if epoch.0 == u32::MAX {
+                    return Err(MetaError::ProducerEpochsExhausted(*producer_id));
+                }
+                if epoch.0 == 0 && self.producer_epochs.len() >= BUMPED_PRODUCERS_MAX {
+                    return Err(MetaError::TooManyBumpedProducers);
+                }
+            }
             MetaCommand::Noop => {}
         }
         Ok(())
@@ -253,6 +300,11 @@ impl MetaState {
                 let first = ProducerId(self.next_producer_id);
                 self.next_producer_id += count;
                 MetaResponse::ProducerIds { first, count }
+            }
+            MetaCommand::BumpProducerEpoch { producer_id } => {
+                let epoch = self.producer_epochs.entry(producer_id).or_insert(ProducerEpoch(0));
+                epoch.0 += 1;
+                MetaResponse::ProducerEpoch { producer_id, epoch: *epoch }
             }
             MetaCommand::Noop => MetaResponse::Done,
         }
@@ -392,6 +444,41 @@ mod tests {
             s.apply(MetaCommand::AllocateProducerIds { count: 1 }),
             MetaResponse::ProducerIds { first: ProducerId(11), count: 1 }
         );
+    }
+
+    #[test]
+    fn only_issued_producer_ids_have_epochs_and_a_bump_fences_the_older_one() {
+        let mut s = MetaState::default();
+        assert_eq!(s.producer_epoch(ProducerId(1)), None, "nothing issued yet");
+        s.apply(MetaCommand::AllocateProducerIds { count: 2 });
+        assert_eq!(s.producer_epoch(ProducerId(0)), None, "0 means no idempotence");
+        assert_eq!(s.producer_epoch(ProducerId(2)), Some(ProducerEpoch(0)));
+        assert_eq!(s.producer_epoch(ProducerId(3)), None, "never issued");
+        for expected in 1..=2 {
+            assert_eq!(
+                s.apply(MetaCommand::BumpProducerEpoch { producer_id: ProducerId(2) }),
+                MetaResponse::ProducerEpoch { producer_id: ProducerId(2), epoch: ProducerEpoch(expected) }
+            );
+        }
+        assert_eq!(s.producer_epoch(ProducerId(2)), Some(ProducerEpoch(2)));
+        assert_eq!(s.producer_epoch(ProducerId(1)), Some(ProducerEpoch(0)), "other ids keep theirs");
+        let before = s.clone();
+        assert_eq!(
+            s.apply(MetaCommand::BumpProducerEpoch { producer_id: ProducerId(7) }),
+            MetaResponse::Refused(MetaError::UnknownProducerId(ProducerId(7)))
+        );
+        assert_eq!(s, before, "a refused bump changes nothing");
+        assert_eq!(MetaState::from_bytes(&s.to_bytes()).unwrap(), s, "epochs survive a snapshot");
+    }
+
+    #[test]
+    fn a_state_written_before_producer_epochs_still_reads() {
+        let mut s = with_brokers(1);
+        s.apply(MetaCommand::AllocateProducerIds { count: 3 });
+        let mut json: serde_json::Value = serde_json::from_slice(&s.to_bytes()).unwrap();
+        json.as_object_mut().unwrap().remove("producer_epochs");
+        let old = MetaState::from_bytes(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(old, s);
     }
 
     #[test]

@@ -16,4 +16,5 @@ pub use encoding::StateDecodeError;
 pub use sabotage::{Sabotage, UnknownSabotage};
 pub use state::{
     AppendError, BatchOutcome, PRODUCER_DEDUP_WINDOW, PRODUCERS_MAX, PartitionState, ProducerState,
+    SequenceRule,
 };

@@ -29,6 +29,19 @@ pub enum AppendError {
     OutOfOrderSequence { producer_id: ProducerId, expected: Sequence, got: Sequence },
 }
 
+/// Where a producer's sequence may start in a partition. An entry keeps the rule it was written
+/// under (its command says which), so that a replica replaying an old log computes the offsets
+/// that were acknowledged then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SequenceRule {
+    /// Entries written before the rule existed: a producer new to the partition may start at
+    /// any sequence.
+    AnyStart,
+    /// A producer new to the partition, or at a newer epoch, starts at sequence 0; anything else
+    /// is refused as out of order (a client bug, or a batch whose predecessors were lost).
+    FromZero,
+}
+
 /// What applying one batch did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BatchOutcome {
@@ -90,13 +103,20 @@ impl PartitionState {
         self.producers.len()
     }
 
-    /// Applies one committed batch. Deterministic: every replica computes the same outcome.
+    /// Applies one committed batch under today's rule. Deterministic: every replica computes the
+    /// same outcome.
     pub fn apply_batch(&mut self, header: &BatchHeader) -> BatchOutcome {
-        self.apply_batch_with(header, Sabotage::NONE)
+        self.apply_batch_with(header, SequenceRule::FromZero, Sabotage::NONE)
     }
 
-    /// [`PartitionState::apply_batch`], broken on purpose as `sabotage` says (fault tests only).
-    pub fn apply_batch_with(&mut self, header: &BatchHeader, sabotage: Sabotage) -> BatchOutcome {
+    /// [`PartitionState::apply_batch`] under the `rule` its entry was written with, broken on
+    /// purpose as `sabotage` says (fault tests only).
+    pub fn apply_batch_with(
+        &mut self,
+        header: &BatchHeader,
+        rule: SequenceRule,
+        sabotage: Sabotage,
+    ) -> BatchOutcome {
         debug_assert!(header.record_count > 0, "validated batches are never empty");
         let count = u64::from(header.record_count);
         if header.producer_id.is_none() || sabotage.skip_dedup {
@@ -129,6 +149,15 @@ impl PartitionState {
         }
 
         // A new producer, a newer epoch (which restarts the sequence), or the next batch in order.
+        let restarts =
+            self.producers.get(&header.producer_id).is_none_or(|p| p.epoch != header.producer_epoch);
+        if restarts && rule == SequenceRule::FromZero && header.base_sequence != Sequence(0) {
+            return BatchOutcome::Rejected(AppendError::OutOfOrderSequence {
+                producer_id: header.producer_id,
+                expected: Sequence(0),
+                got: header.base_sequence,
+            });
+        }
         let base_offset = self.assign(count);
         let last_active = self.next_offset;
         let producer = self.producers.entry(header.producer_id).or_insert_with(|| ProducerState {
@@ -261,6 +290,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_new_producer_or_epoch_starts_at_sequence_zero() {
+        let mut s = PartitionState::default();
+        let out_of_order = |got: u64| {
+            BatchOutcome::Rejected(AppendError::OutOfOrderSequence {
+                producer_id: ProducerId(7),
+                expected: Sequence(0),
+                got: Sequence(got),
+            })
+        };
+        assert_eq!(s.apply_batch(&header(7, 0, 1000, 1)), out_of_order(1000), "a new producer");
+        assert_eq!(s.producer_count(), 0, "a refused first batch leaves no trace");
+        s.apply_batch(&header(7, 0, 0, 2));
+        assert_eq!(s.apply_batch(&header(7, 1, 2, 1)), out_of_order(2), "a new epoch");
+        assert_eq!(s.next_offset(), Offset(2), "refused batches assign no offsets");
+        // Entries written before the rule replay as they were applied then.
+        let mut old = PartitionState::default();
+        let any = old.apply_batch_with(&header(7, 0, 1000, 1), SequenceRule::AnyStart, Sabotage::NONE);
+        assert_eq!(any, BatchOutcome::Appended { base_offset: Offset(0) });
+    }
+
+    #[test]
     fn producers_beyond_the_limit_evict_the_least_recently_active() {
         let mut s = PartitionState::default();
         for pid in 1..=(PRODUCERS_MAX as u64 + 1) {
@@ -279,7 +329,7 @@ pub(crate) mod tests {
         let broken = Sabotage { skip_dedup: true };
         s.apply_batch(&header(7, 1, 0, 5));
         assert_eq!(s.apply_batch(&header(7, 1, 0, 5)), BatchOutcome::Duplicate { base_offset: Offset(0) });
-        let retried = s.apply_batch_with(&header(7, 1, 0, 5), broken);
+        let retried = s.apply_batch_with(&header(7, 1, 0, 5), SequenceRule::FromZero, broken);
         assert_eq!(retried, BatchOutcome::Appended { base_offset: Offset(5) });
     }
 

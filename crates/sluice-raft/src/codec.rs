@@ -11,6 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use openraft::impls::BasicNode;
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::{EntryPayload, LogId, Membership};
+use sluice_partition::SequenceRule;
 use sluice_types::limits::ENTRY_BYTES_MAX;
 
 use crate::types::{GroupConfig, MetaRequest, PartitionCommand, PartitionRequest};
@@ -24,8 +25,10 @@ const ENTRY_FORMAT_VERSION_V1: u8 = 1;
 const KIND_BLANK: u8 = 0;
 const KIND_NORMAL: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
-/// The command byte of a normal partition entry.
+/// The command bytes of a normal partition entry: an append written before producers had to
+/// start at sequence 0, and one written since (decision 0013).
 const COMMAND_APPEND: u8 = 1;
+const COMMAND_APPEND_FROM_ZERO: u8 = 2;
 /// Bytes before the payload.
 pub const ENTRY_HEADER_BYTES: usize = 2 + 8 * 3;
 /// The buffer reserved for a payload whose length is not known before encoding (registry
@@ -106,13 +109,21 @@ fn get_append_body(mut bytes: Bytes) -> Result<Vec<Bytes>, CodecError> {
 
 fn decode_partition_command(mut payload: Bytes, version: u8) -> Result<PartitionCommand, CodecError> {
     if version == ENTRY_FORMAT_VERSION_V1 {
-        return Ok(PartitionCommand::Append { batches: get_append_body(payload)? });
+        return Ok(PartitionCommand::Append {
+            batches: get_append_body(payload)?,
+            rule: SequenceRule::AnyStart,
+        });
     }
     if !payload.has_remaining() {
         return Err(CodecError::invalid("partition entry", "no command"));
     }
     match payload.get_u8() {
-        COMMAND_APPEND => Ok(PartitionCommand::Append { batches: get_append_body(payload)? }),
+        COMMAND_APPEND => {
+            Ok(PartitionCommand::Append { batches: get_append_body(payload)?, rule: SequenceRule::AnyStart })
+        }
+        COMMAND_APPEND_FROM_ZERO => {
+            Ok(PartitionCommand::Append { batches: get_append_body(payload)?, rule: SequenceRule::FromZero })
+        }
         other => Err(CodecError::invalid("partition entry", format!("command {other}"))),
     }
 }
@@ -120,14 +131,17 @@ fn decode_partition_command(mut payload: Bytes, version: u8) -> Result<Partition
 impl AppDataCodec for PartitionRequest {
     fn encoded_len(&self) -> Option<usize> {
         match &self.command {
-            PartitionCommand::Append { batches } => Some(1 + append_body_len(batches)),
+            PartitionCommand::Append { batches, .. } => Some(1 + append_body_len(batches)),
         }
     }
 
     fn encode_into(&self, out: &mut BytesMut) {
         match &self.command {
-            PartitionCommand::Append { batches } => {
-                out.put_u8(COMMAND_APPEND);
+            PartitionCommand::Append { batches, rule } => {
+                out.put_u8(match rule {
+                    SequenceRule::AnyStart => COMMAND_APPEND,
+                    SequenceRule::FromZero => COMMAND_APPEND_FROM_ZERO,
+                });
                 put_append_body(out, batches);
             }
         }
@@ -299,7 +313,7 @@ pub fn partition_entry_batches(bytes: Bytes) -> Result<Vec<Bytes>, CodecError> {
     let (version, kind, _, payload) = split_entry(bytes)?;
     match kind {
         KIND_NORMAL => match decode_partition_command(payload, version)? {
-            PartitionCommand::Append { batches } => Ok(batches),
+            PartitionCommand::Append { batches, .. } => Ok(batches),
         },
         _ => Ok(Vec::new()),
     }
@@ -373,11 +387,37 @@ mod tests {
         put_log_id(&mut v1, &log_id(2, 1, 5));
         put_append_body(&mut v1, &[Bytes::from_static(b"old")]);
         let v1 = v1.freeze();
-        assert_eq!(decode_entry::<PartitionRaft>(v1.clone()).unwrap(), append(log_id(2, 1, 5), &[b"old"]));
+        assert_eq!(
+            decode_entry::<PartitionRaft>(v1.clone()).unwrap(),
+            legacy_append(log_id(2, 1, 5), &[b"old"])
+        );
         assert_eq!(partition_entry_batches(v1.clone()).unwrap(), vec![Bytes::from_static(b"old")]);
         // Sent on in the current format, never as the old bytes.
         let again = encode_entry::<PartitionRaft>(&decode_entry::<PartitionRaft>(v1).unwrap());
         assert_eq!(again[0], ENTRY_FORMAT_VERSION);
+    }
+
+    fn legacy_append(log_id: GroupLogId, batches: &[&'static [u8]]) -> Entry {
+        let batches = batches.iter().map(|b| Bytes::from_static(b)).collect();
+        let command = PartitionCommand::Append { batches, rule: SequenceRule::AnyStart };
+        openraft::Entry { log_id, payload: EntryPayload::Normal(PartitionRequest::new(command)) }
+    }
+
+    /// An append keeps the sequence rule it was written under through every re-encoding, so
+    /// that replaying an old log assigns the offsets it assigned then.
+    #[test]
+    fn appends_keep_their_sequence_rule() {
+        let new = encode_entry::<PartitionRaft>(&append(log_id(1, 1, 1), &[b"abc"]));
+        assert_eq!(new[ENTRY_HEADER_BYTES], COMMAND_APPEND_FROM_ZERO);
+        let old = encode_entry::<PartitionRaft>(&legacy_append(log_id(1, 1, 2), &[b"abc"]));
+        assert_eq!(old[ENTRY_HEADER_BYTES], COMMAND_APPEND);
+        let decoded = decode_entry::<PartitionRaft>(old.clone()).unwrap();
+        assert_eq!(decoded, legacy_append(log_id(1, 1, 2), &[b"abc"]));
+        let mut fresh = decoded.clone();
+        if let EntryPayload::Normal(request) = &mut fresh.payload {
+            request.stored = None;
+        }
+        assert_eq!(encode_entry::<PartitionRaft>(&fresh), old, "re-encoded with its own command byte");
     }
 
     #[test]

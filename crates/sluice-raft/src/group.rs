@@ -14,6 +14,7 @@ use sluice_storage::{Storage, StorageError};
 use sluice_types::{GroupId, ValidatedBatch};
 
 use crate::PartitionRaftHandle;
+use crate::lease;
 use crate::log_store::RocksLogStore;
 use crate::network::{
     BoxFuture, GroupNetworkFactory, GroupRpc, GroupRpcError, RaftDispatcher, RaftGroupRpc, Transport,
@@ -173,6 +174,9 @@ pub struct PartitionGroup {
     reader: PartitionReader,
     retention: Arc<Mutex<RetentionFloor>>,
     hibernation: Arc<Hibernation>,
+    /// openraft's leader lease (the election timeout's maximum): a leader that has heard from
+    /// no quorum within it refuses writes until a heartbeat round renews it.
+    lease: std::time::Duration,
 }
 
 impl std::fmt::Debug for PartitionGroup {
@@ -217,7 +221,8 @@ impl PartitionGroup {
             group,
             Arc::new(WakingRpc { inner: RaftGroupRpc::new(raft.clone()), hibernation: hibernation.clone() }),
         );
-        Ok(PartitionGroup { group, node, raft, reader, retention, hibernation })
+        let lease = std::time::Duration::from_millis(settings.election_timeout_max_ms);
+        Ok(PartitionGroup { group, node, raft, reader, retention, hibernation, lease })
     }
 
     pub fn group(&self) -> GroupId {
@@ -261,8 +266,13 @@ impl PartitionGroup {
 
     /// Appends validated batches as one Raft entry and waits until it is committed (on a
     /// majority, fsynced) and applied; returns what each batch became, in order.
+    ///
+    /// A leader that slept through an idle period (hibernation stops its heartbeats) has heard
+    /// from no quorum for longer than its lease: the append renews the lease first
+    /// ([`lease::renew_if_expired`]), so that the first produce after an idle period is served.
     pub async fn append(&self, batches: Vec<ValidatedBatch>) -> Result<Vec<BatchOutcome>, AppendFailure> {
         self.hibernation.wake();
+        lease::renew_if_expired(&self.raft, self.node, self.lease).await;
         let request = PartitionRequest::append(batches.into_iter().map(ValidatedBatch::into_bytes).collect());
         match self.raft.client_write(request).await {
             Ok(response) => match response.data {

@@ -11,6 +11,7 @@
 mod batching;
 pub mod codec;
 mod group;
+mod lease;
 mod log_store;
 mod meta_group;
 mod meta_sm;

@@ -21,7 +21,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
-use sluice_partition::{AppendError, BatchOutcome, PartitionState, Sabotage};
+use sluice_partition::{AppendError, BatchOutcome, PartitionState, Sabotage, SequenceRule};
 use sluice_storage::{AppliedKey, Durability, GroupStorage, OffsetIndexEntry, StorageError};
 use sluice_types::{BatchHeader, Offset};
 use tokio::sync::watch;
@@ -350,13 +350,14 @@ impl PartitionStateMachine {
         &mut self,
         log_id: LogIdOf<C>,
         batches: &[Bytes],
+        rule: SequenceRule,
         write: &mut sluice_storage::Batch,
     ) -> Vec<BatchOutcome> {
         let mut outcomes = Vec::with_capacity(batches.len());
         for (position, bytes) in batches.iter().enumerate() {
             let outcome = match BatchHeader::read(bytes) {
                 Ok(header) => {
-                    let outcome = self.current.partition.apply_batch_with(&header, self.sabotage);
+                    let outcome = self.current.partition.apply_batch_with(&header, rule, self.sabotage);
                     if let BatchOutcome::Appended { base_offset } = outcome {
                         write.put_offset_index(
                             base_offset,
@@ -474,8 +475,8 @@ impl RaftStateMachine<C> for PartitionStateMachine {
                     PartitionResponse::Nothing
                 }
                 EntryPayload::Normal(request) => match &request.command {
-                    PartitionCommand::Append { batches } => PartitionResponse::Appended {
-                        outcomes: self.apply_append(log_id, batches, &mut batch),
+                    PartitionCommand::Append { batches, rule } => PartitionResponse::Appended {
+                        outcomes: self.apply_append(log_id, batches, *rule, &mut batch),
                     },
                 },
             };

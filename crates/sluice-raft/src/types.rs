@@ -6,7 +6,7 @@ use bytes::Bytes;
 use openraft::impls::BasicNode;
 use openraft::impls::leader_id_adv::LeaderId;
 use serde::{Deserialize, Serialize};
-use sluice_partition::BatchOutcome;
+use sluice_partition::{BatchOutcome, SequenceRule};
 
 use crate::codec::AppDataCodec;
 
@@ -52,8 +52,9 @@ impl<T> GroupConfig for T where
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PartitionCommand {
     /// Appends record batches, each exactly as its producer encoded it and the leader validated
-    /// it. The leader may coalesce concurrent batches into one entry.
-    Append { batches: Vec<Bytes> },
+    /// it. The leader may coalesce concurrent batches into one entry. `rule` is the sequence
+    /// rule the entry was written under: new entries always use [`SequenceRule::FromZero`].
+    Append { batches: Vec<Bytes>, rule: SequenceRule },
 }
 
 /// A partition's Raft entry: a command, and the stored entry it was decoded from, if it was.
@@ -77,7 +78,7 @@ impl PartitionRequest {
 
     /// An append of `batches`.
     pub fn append(batches: Vec<Bytes>) -> Self {
-        PartitionRequest::new(PartitionCommand::Append { batches })
+        PartitionRequest::new(PartitionCommand::Append { batches, rule: SequenceRule::FromZero })
     }
 }
 
@@ -93,7 +94,7 @@ impl Eq for PartitionRequest {}
 impl fmt::Display for PartitionRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.command {
-            PartitionCommand::Append { batches } => write!(f, "append {} batches", batches.len()),
+            PartitionCommand::Append { batches, .. } => write!(f, "append {} batches", batches.len()),
         }
     }
 }

@@ -327,14 +327,11 @@ fn check(bytes: &Bytes) -> Result<(BatchHeader, i64, Vec<Record>), BatchError> {
     }
 
     let mut records = Vec::with_capacity(wire.record_count.min(1024) as usize);
+    // Records beyond the header's count are decoded only to be counted, so that the error says
+    // how many the batch holds; the payload's size bounds that work.
+    let mut beyond_count = 0usize;
     let mut max_delta = i64::MIN;
     while plain.has_remaining() {
-        if records.len() >= wire.record_count as usize {
-            return Err(BatchError::RecordCountMismatch {
-                header: wire.record_count,
-                actual: u32::try_from(records.len() + 1).unwrap_or(u32::MAX),
-            });
-        }
         let before = plain.remaining();
         let record =
             Record::decode_length_delimited(&mut plain).map_err(|e| BatchError::Malformed(e.to_string()))?;
@@ -342,10 +339,14 @@ fn check(bytes: &Bytes) -> Result<(BatchHeader, i64, Vec<Record>), BatchError> {
         if len > RECORD_BYTES_MAX {
             return Err(BatchError::RecordTooLarge { bytes: len, max: RECORD_BYTES_MAX });
         }
-        max_delta = max_delta.max(record.timestamp_delta_ms);
-        records.push(record);
+        if records.len() < wire.record_count as usize {
+            max_delta = max_delta.max(record.timestamp_delta_ms);
+            records.push(record);
+        } else {
+            beyond_count += 1;
+        }
     }
-    let actual = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    let actual = u32::try_from(records.len() + beyond_count).unwrap_or(u32::MAX);
     if actual != wire.record_count {
         return Err(BatchError::RecordCountMismatch { header: wire.record_count, actual });
     }
@@ -519,6 +520,22 @@ mod tests {
         assert_eq!(
             ValidatedBatch::validate(seal(&wire)),
             Err(BatchError::RecordCountMismatch { header: 2, actual: 1 })
+        );
+    }
+
+    /// An outside client's batch whose header said 1 record but held 3 was refused with
+    /// "payload holds 2": the error must count every record.
+    #[test]
+    fn a_count_below_the_payload_is_refused_with_the_true_count() {
+        let three = RecordBatch {
+            records: (0..3u8).map(|i| Record { value: Bytes::from(vec![i]), ..Record::default() }).collect(),
+            ..RecordBatch::default()
+        };
+        let mut wire = wire_of(&three);
+        wire.record_count = 1;
+        assert_eq!(
+            ValidatedBatch::validate(seal(&wire)),
+            Err(BatchError::RecordCountMismatch { header: 1, actual: 3 })
         );
     }
 

@@ -12,10 +12,10 @@ use tonic::{Request, Response, Status};
 use crate::api_error::DataError;
 use crate::node::Node;
 use crate::routing;
-use crate::services::batches::{FETCH_BYTES_MAX, batches_to_pb};
+use crate::services::batches::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, batches_to_pb};
 use crate::services::subscribe::{SubscribeStream, Subscriptions};
 
-/// The longest a fetch may wait for data.
+/// The longest a fetch may wait for data; a longer `max_wait_ms` is cut to this.
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
 
 #[derive(Debug)]
@@ -31,13 +31,14 @@ impl ConsumerService {
 
     async fn fetch(&self, request: pb::FetchRequest) -> Result<pb::FetchResponse, DataError> {
         let node = &self.node;
-        if request.max_bytes == 0 {
-            return Err(DataError::InvalidRequest("max_bytes must be positive"));
-        }
         let replica =
             routing::serving_replica(node, &request.topic, request.partition, request.read_from_follower)?;
         let reader = replica.reader().clone();
-        let max_bytes = request.max_bytes.min(FETCH_BYTES_MAX) as usize;
+        // 0 (a client that left the field unset) means the default, as in every protobuf API.
+        let max_bytes = match request.max_bytes {
+            0 => FETCH_BYTES_DEFAULT,
+            asked => asked.min(FETCH_BYTES_MAX),
+        } as usize;
         let min_bytes = (request.min_bytes as usize).clamp(1, max_bytes);
         let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(FETCH_WAIT_MS_MAX)));
         let deadline = tokio::time::Instant::now() + wait;

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_meta::{MetaCommand, MetaResponse};
-use sluice_partition::BatchOutcome;
+use sluice_meta::{MetaCommand, MetaError, MetaResponse, MetaState};
+use sluice_partition::{AppendError, BatchOutcome};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::producer_server::Producer;
 use sluice_raft::AppendFailure;
-use sluice_types::ValidatedBatch;
+use sluice_types::{BatchHeader, ProducerId, ValidatedBatch};
 use tonic::{Request, Response, Status};
 
 use crate::api_error::{ApiError, DataError};
@@ -46,6 +46,7 @@ impl ProducerService {
             answer => answer?,
         };
         let batch = ValidatedBatch::validate(request.batch)?;
+        self.check_producer(batch.header()).await?;
         let _permit = node.admission().try_admit(replica.group(), batch.bytes().len())?;
         // A leader that cannot reach a quorum would hold the request forever; past the deadline
         // the client is told the outcome is unknown and retries (idempotently) elsewhere.
@@ -68,11 +69,61 @@ impl ProducerService {
         }
     }
 
-    async fn init_producer(&self) -> Result<pb::InitProducerResponse, DataError> {
-        match self.node.registry().propose(MetaCommand::AllocateProducerIds { count: 1 }).await? {
+    /// An idempotent batch must name a producer id the registry issued, at an epoch it issued;
+    /// an epoch older than the current one is fenced here already, before any partition has
+    /// seen the new one. This node's copy of the registry may lag the leader's by a moment (an
+    /// `InitProducer` answered just now), so an id or epoch it does not know yet is looked up
+    /// on the registry leader before it is refused.
+    async fn check_producer(&self, header: &BatchHeader) -> Result<(), DataError> {
+        if header.producer_id.is_none() {
+            return Ok(());
+        }
+        let verdict = |state: &MetaState| match state.producer_epoch(header.producer_id) {
+            None => Err(DataError::UnknownProducerId(header.producer_id)),
+            Some(current) if header.producer_epoch > current => Err(DataError::InvalidProducerEpoch {
+                producer_id: header.producer_id,
+                epoch: header.producer_epoch,
+                current,
+            }),
+            Some(current) if header.producer_epoch < current => {
+                Err(DataError::Rejected(AppendError::ProducerFenced {
+                    producer_id: header.producer_id,
+                    epoch: header.producer_epoch,
+                    current,
+                }))
+            }
+            Some(_) => Ok(()),
+        };
+        match verdict(&self.node.registry_state()) {
+            // Epochs only grow: a fenced epoch stays fenced whatever a newer registry says.
+            Ok(()) => Ok(()),
+            Err(fenced @ DataError::Rejected(_)) => Err(fenced),
+            Err(_) => verdict(&self.node.registry().read_consistent().await?.state),
+        }
+    }
+
+    async fn init_producer(
+        &self,
+        request: pb::InitProducerRequest,
+    ) -> Result<pb::InitProducerResponse, DataError> {
+        let command = match request.producer_id {
+            None => MetaCommand::AllocateProducerIds { count: 1 },
+            Some(id) => MetaCommand::BumpProducerEpoch { producer_id: ProducerId(id) },
+        };
+        let answer = self.node.registry().propose(command).await.map_err(|e| match e {
+            ApiError::Meta(MetaError::UnknownProducerId(id)) => DataError::UnknownProducerId(id),
+            ApiError::Meta(refused) => DataError::ProducerRefused(refused),
+            other => DataError::Registry(other),
+        })?;
+        match answer {
             MetaResponse::ProducerIds { first, .. } => {
                 Ok(pb::InitProducerResponse { error: None, producer_id: first.0, producer_epoch: 0 })
             }
+            MetaResponse::ProducerEpoch { producer_id, epoch } => Ok(pb::InitProducerResponse {
+                error: None,
+                producer_id: producer_id.0,
+                producer_epoch: epoch.0,
+            }),
             other => Err(ApiError::UnexpectedAnswer(Box::new(other)).into()),
         }
     }
@@ -96,11 +147,12 @@ impl Producer for ProducerService {
 
     async fn init_producer(
         &self,
-        _request: Request<pb::InitProducerRequest>,
+        request: Request<pb::InitProducerRequest>,
     ) -> Result<Response<pb::InitProducerResponse>, Status> {
-        let response = ProducerService::init_producer(self).await.unwrap_or_else(|error| {
-            pb::InitProducerResponse { error: Some(error.to_pb()), ..pb::InitProducerResponse::default() }
-        });
+        let response =
+            ProducerService::init_producer(self, request.into_inner()).await.unwrap_or_else(|error| {
+                pb::InitProducerResponse { error: Some(error.to_pb()), ..pb::InitProducerResponse::default() }
+            });
         Ok(Response::new(response))
     }
 }

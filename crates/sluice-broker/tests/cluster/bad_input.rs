@@ -85,14 +85,20 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         ("garbage", Bytes::from_static(b"definitely not a batch"), pb::ErrorCode::InvalidBatch),
         ("empty", Bytes::new(), pb::ErrorCode::InvalidBatch),
         ("oversize record", oversize_record_batch(1536 * 1024), pb::ErrorCode::RecordTooLarge),
-        ("oversize batch", oversize_record_batch(4 * 1024 * 1024 + 10), pb::ErrorCode::InvalidBatch),
+        ("oversize batch", oversize_record_batch(4 * 1024 * 1024 + 10), pb::ErrorCode::BatchTooLarge),
+        ("5 MiB batch", oversize_record_batch(5 << 20), pb::ErrorCode::BatchTooLarge),
+        ("5 MiB of zeros", Bytes::from(vec![0u8; 5 << 20]), pb::ErrorCode::BatchTooLarge),
     ] {
         let r = producer.produce(produce("t", 0, batch)).await.unwrap().into_inner();
         assert_eq!(code(r.error.as_ref()), expected, "{name}: {:?}", r.error);
+        if expected == pb::ErrorCode::BatchTooLarge {
+            let message = &r.error.as_ref().unwrap().message;
+            assert!(message.contains("limit of 4194304"), "{name}: the answer names the limit: {message}");
+        }
     }
-    // A request beyond the gRPC message limit is refused by the transport with a status.
-    let huge = producer.produce(produce("t", 0, Bytes::from(vec![0u8; 6 << 20]))).await;
-    assert!(huge.is_err(), "a 6 MiB request is refused");
+    // A request beyond the largest a node reads is refused by the transport with a status.
+    let huge = producer.produce(produce("t", 0, Bytes::from(vec![0u8; 20 << 20]))).await;
+    assert!(huge.is_err(), "a 20 MiB request is refused");
 
     println!("--- offsets beyond the end, max_bytes 0");
     let fetch = |offset: u64, max_bytes: u32| pb::FetchRequest {
@@ -110,7 +116,21 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     let r = consumer.fetch(fetch(u64::MAX, 1024)).await.unwrap().into_inner();
     assert_eq!(code(r.error.as_ref()), pb::ErrorCode::OffsetOutOfRange);
     let r = consumer.fetch(fetch(0, 0)).await.unwrap().into_inner();
-    assert_eq!(code(r.error.as_ref()), pb::ErrorCode::InvalidRequest);
+    assert_eq!(code(r.error.as_ref()), pb::ErrorCode::None, "max_bytes 0 means the default");
+    assert_eq!(r.batches.len(), 1, "max_bytes 0 returns what is there");
+    println!("--- a max_wait_ms of u32::MAX is cut to the server's cap");
+    let asked = std::time::Instant::now();
+    let long_poll = tokio::time::timeout(
+        Duration::from_secs(45),
+        consumer.fetch(pb::FetchRequest { max_wait_ms: u32::MAX, ..fetch(1, 1024) }),
+    )
+    .await
+    .expect("the fetch is answered within the server's 30 s cap")
+    .unwrap()
+    .into_inner();
+    assert_eq!(code(long_poll.error.as_ref()), pb::ErrorCode::None);
+    assert!(long_poll.batches.is_empty(), "nothing was there to wait for");
+    assert!(asked.elapsed() >= Duration::from_secs(29), "the fetch waited as long as the cap allows");
     let r = consumer
         .fetch(pb::FetchRequest { topic: "nope".into(), ..fetch(0, 1024) })
         .await

@@ -6,5 +6,6 @@ mod bad_input;
 mod data_path;
 mod harness;
 mod hibernation;
+mod producers;
 mod push;
 mod registry;

@@ -26,6 +26,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo nextest"
 cargo nextest run --workspace --locked "$@"
 
+# The Python client (clients/python) against real nodes: its stubs are generated from proto/ when
+# pip builds it. The virtualenv lives beside the target dir and is brought up to date every run.
+echo "== Python client: pytest against real nodes"
+cargo build --locked -p sluice-broker
+venv="${SLUICE_PYTHON_VENV:-$(dirname "$CARGO_TARGET_DIR")/pyvenv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$here/clients/python[test]"
+SLUICED="$CARGO_TARGET_DIR/debug/sluiced" "$venv/bin/python" -m pytest -q "$here/clients/python/tests"
+
 # Fault tests on real processes (docs/CHAOS.md): every quick scenario, then a deliberately broken
 # build must be caught. As root (CI) the nodes run in network namespaces; without root, on
 # loopback behind userspace proxies. SLUICE_SKIP_CHAOS=1 skips them (say, while iterating on one

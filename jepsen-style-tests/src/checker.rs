@@ -26,9 +26,14 @@ pub const POLL_SKIP: &str = "poll-skip";
 pub const NONMONOTONIC_POLL: &str = "nonmonotonic-poll";
 pub const NONMONOTONIC_SEND: &str = "nonmonotonic-send";
 pub const REALTIME_SEND_ORDER: &str = "realtime-send-order";
+/// An offset below the final high watermark that no read returned: Sluice assigns offsets
+/// contiguously, so every one of them holds a record.
+pub const OFFSET_HOLE: &str = "offset-hole";
+/// A read returned an offset at or past the final high watermark: the log shrank under it.
+pub const READ_PAST_END: &str = "read-past-high-watermark";
 
 /// Every anomaly the checker looks for, all of them errors.
-pub const ANOMALIES: [&str; 12] = [
+pub const ANOMALIES: [&str; 14] = [
     LOST_WRITE,
     UNSEEN,
     DUPLICATE,
@@ -41,6 +46,8 @@ pub const ANOMALIES: [&str; 12] = [
     NONMONOTONIC_POLL,
     NONMONOTONIC_SEND,
     REALTIME_SEND_ORDER,
+    OFFSET_HOLE,
+    READ_PAST_END,
 ];
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -239,7 +246,35 @@ pub fn check(history: &[Op]) -> Report {
 
     check_polls(&pairs, &logs, &mut report);
     check_sends(&pairs, &logs, &mut report);
+    check_dense(&pairs, &mut report);
     report
+}
+
+/// Against the servers' final `(log start, high watermark)` of each key: every offset in between
+/// was read by some ok poll (no hole), and no read went past the end.
+fn check_dense(pairs: &[Pair<'_>], report: &mut Report) {
+    let mut bounds: BTreeMap<Key, (Offset, Offset)> = BTreeMap::new();
+    let mut read: BTreeMap<Key, BTreeSet<Offset>> = BTreeMap::new();
+    for p in pairs.iter().filter(|p| p.done.kind == OpType::Ok) {
+        match &p.done.value {
+            OpValue::Offsets(final_bounds) => bounds.extend(final_bounds),
+            OpValue::Poll(polled) => {
+                for (k, got) in polled {
+                    read.entry(*k).or_default().extend(got.iter().map(|(o, _)| *o));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (k, (start, end)) in &bounds {
+        let seen = read.remove(k).unwrap_or_default();
+        for o in (*start..*end).filter(|o| !seen.contains(o)) {
+            report.flag(OFFSET_HOLE, || format!("key {k} offset {o} (log {start}..{end}) was never read"));
+        }
+        for o in seen.range(*end..) {
+            report.flag(READ_PAST_END, || format!("key {k} offset {o} read, final high watermark {end}"));
+        }
+    }
 }
 
 /// Per key: one value per offset, one offset per value, and nothing acknowledged skipped by reads.

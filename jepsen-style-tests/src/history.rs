@@ -35,6 +35,10 @@ pub enum F {
     Poll,
     Assign,
     Crash,
+    /// The servers' log start and high watermark per key, asked once every producer has
+    /// finished (the final drain reads up to them).
+    #[serde(rename = "list-offsets")]
+    ListOffsets,
 }
 
 /// One `[send k v]` micro-operation; `offset` is filled in by an ok completion.
@@ -57,6 +61,8 @@ pub enum OpValue {
         seek_to_beginning: bool,
     },
     Crash,
+    /// Per key, `(log start, high watermark)`: every offset in between holds exactly one record.
+    Offsets(BTreeMap<Key, (Offset, Offset)>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

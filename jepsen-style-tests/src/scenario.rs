@@ -882,6 +882,43 @@ fn judge(
     (invalid, failures)
 }
 
+/// How the load ended: the final writes, every producer's retries, and the drain.
+struct Ending {
+    final_writes_failed: Vec<Key>,
+    drain_short: Vec<Key>,
+    /// Why the drain cannot be trusted to have seen everything, if it cannot.
+    problems: Vec<String>,
+}
+
+/// After the faults: one acknowledged write per key; then every producer, crashed clients'
+/// included, finishes its retries (each gives up after its 30 s delivery timeout), so nothing
+/// can land after the drain; then the servers' high watermarks are recorded and every key is
+/// read back to them, so that a late write or a hole below them is seen by the checker.
+async fn finish_load(shared: &Shared, recorder: &Recorder) -> anyhow::Result<Ending> {
+    let final_writes_failed =
+        workload::final_writes(shared, Instant::now() + Duration::from_secs(30)).await?;
+    let mut problems = Vec::new();
+    if !workload::settle(shared, Instant::now() + Duration::from_secs(45)).await {
+        problems
+            .push("producers were still retrying 45 s after the load: the drain may miss late writes".into());
+    }
+    let bounds = workload::final_offsets(shared, Instant::now() + Duration::from_secs(30)).await?;
+    let unbounded: Vec<Key> = (0..KEYS).filter(|k| !bounds.contains_key(k)).collect();
+    if !unbounded.is_empty() {
+        problems.push(format!("no high watermark for keys {unbounded:?}: their holes were not checked"));
+    }
+    let mut drain_targets = targets(&recorder.snapshot());
+    for (key, (_, high_watermark)) in &bounds {
+        if let Some(last) = high_watermark.checked_sub(1) {
+            let target = drain_targets.entry(*key).or_insert(last);
+            *target = (*target).max(last);
+        }
+    }
+    let drain_short =
+        workload::drain(shared, &drain_targets, Instant::now() + Duration::from_mins(1)).await?;
+    Ok(Ending { final_writes_failed, drain_short, problems })
+}
+
 /// Runs one scenario on a fresh cluster.
 pub async fn run(
     kind: Kind,
@@ -945,11 +982,8 @@ pub async fn run(
         w.await??;
     }
 
-    let final_writes_failed =
-        workload::final_writes(&shared, Instant::now() + Duration::from_secs(30)).await?;
-    let drain_short =
-        workload::drain(&shared, &targets(&recorder.snapshot()), Instant::now() + Duration::from_mins(1))
-            .await?;
+    let ending = finish_load(&shared, &recorder).await?;
+    let (final_writes_failed, drain_short) = (ending.final_writes_failed, ending.drain_short);
     let history = recorder.snapshot();
     let replicas =
         replicas::compare(&cluster.addrs(), TOPIC, KEYS, &targets(&history), Duration::from_secs(15)).await;
@@ -986,6 +1020,7 @@ pub async fn run(
         &replicas,
     );
     failures.extend(nemesis_problems);
+    failures.extend(ending.problems);
 
     let result = ScenarioResult {
         scenario: kind.name().into(),

@@ -1,11 +1,12 @@
 //! Clients: each worker is a Jepsen "process" that sends unique integers to keys (one key per
 //! partition) and polls them in assign mode, recording every operation; workers crash and
-//! reopen now and then. After the faults, a final write per key and a drain that reads
-//! everything back.
+//! reopen now and then. After the faults, a final write per key, then every producer is closed
+//! (a crashed client's producer keeps retrying what it had in flight, as a real one would until
+//! its process dies), and a drain reads every key back to the servers' high watermark.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +36,9 @@ pub struct Shared {
     pub config: WorkloadConfig,
     next_value: AtomicU64,
     next_process: AtomicU64,
+    /// The producers of crashed and finished clients, still retrying what they had in flight:
+    /// [`settle`] waits for them. At most one per client opened (a run opens a few per worker).
+    retired: Mutex<Vec<Producer>>,
 }
 
 impl Shared {
@@ -45,7 +49,13 @@ impl Shared {
             config,
             next_value: AtomicU64::new(1),
             next_process: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Keeps a client's producer (its retries go on) until [`settle`].
+    fn retire(&self, client: Client) {
+        sluice_types::sync::lock(&self.retired).push(client.producer);
     }
 
     pub fn new_process(&self) -> Process {
@@ -208,8 +218,9 @@ pub async fn run_worker(shared: Arc<Shared>, seed: u64, until: Instant) -> anyho
     while Instant::now() < until {
         if Instant::now() >= next_crash {
             shared.recorder.record(process, OpType::Invoke, F::Crash, OpValue::Crash, None);
-            // Dropped, not closed: whatever it had in flight is abandoned mid-air.
-            drop(client);
+            // Abandoned, not closed: whatever it had in flight goes on being retried, and may land
+            // long after (the final drain reads to the servers' high watermark to see it).
+            shared.retire(client);
             shared.recorder.record(process, OpType::Info, F::Crash, OpValue::Crash, None);
             process = shared.new_process();
             client = Client::open(&shared)?;
@@ -242,7 +253,46 @@ pub async fn run_worker(shared: Arc<Shared>, seed: u64, until: Instant) -> anyho
             _ => poll(&shared, &mut client, process).await,
         }
     }
+    shared.retire(client);
     Ok(())
+}
+
+/// Waits until every producer ever opened has finished retrying (each gives up after its
+/// delivery timeout, 30 s), so that nothing can land after the drain. Whether all finished
+/// before `deadline`.
+pub async fn settle(shared: &Shared, deadline: Instant) -> bool {
+    let producers = std::mem::take(&mut *sluice_types::sync::lock(&shared.retired));
+    tokio::time::timeout_at(deadline, join_all(producers.into_iter().map(Producer::close))).await.is_ok()
+}
+
+/// Asks the servers for each key's log start and high watermark, recorded as one operation;
+/// keys that did not answer before `deadline` are left out.
+pub async fn final_offsets(
+    shared: &Shared,
+    deadline: Instant,
+) -> anyhow::Result<BTreeMap<Key, (Offset, Offset)>> {
+    let client = Client::open(shared)?;
+    let process = shared.new_process();
+    shared.recorder.record(process, OpType::Invoke, F::ListOffsets, OpValue::Offsets(BTreeMap::new()), None);
+    let mut bounds = BTreeMap::new();
+    for key in all_keys(shared) {
+        let mut consumer = Consumer::new(
+            client.cluster.clone(),
+            &shared.config.topic,
+            key,
+            StartAt::Earliest,
+            consumer_config(),
+        );
+        while Instant::now() < deadline {
+            if let Ok(answer) = consumer.offsets().await {
+                bounds.insert(key, answer);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    shared.recorder.record(process, OpType::Ok, F::ListOffsets, OpValue::Offsets(bounds.clone()), None);
+    Ok(bounds)
 }
 
 /// After the faults: one acknowledged write per key, retried until `deadline`. Returns the keys
@@ -263,11 +313,12 @@ pub async fn final_writes(shared: &Shared, deadline: Instant) -> anyhow::Result<
             }
         }
     }
+    shared.retire(client);
     Ok(failed)
 }
 
-/// Reads every key from the beginning until each reaches `targets[k]` (the highest offset any
-/// ok operation saw) or `deadline`. Returns the keys left short.
+/// Reads every key from the beginning until each reaches `targets[k]` (the last offset to read:
+/// below the final high watermark) or `deadline`. Returns the keys left short.
 pub async fn drain(
     shared: &Shared,
     targets: &BTreeMap<Key, Offset>,

@@ -12,6 +12,9 @@ pub struct Sabotage {
     /// Appends idempotent batches without consulting the producer's dedup window, so a retried
     /// batch lands twice.
     pub skip_dedup: bool,
+    /// Leaves the batch holding offset [`Sabotage::SKIPPED_OFFSET`] out of every fetch and push:
+    /// readers step over it as if it were never written.
+    pub skip_fetch_batch: bool,
 }
 
 /// A sabotage name this build does not know.
@@ -23,16 +26,20 @@ pub struct UnknownSabotage {
 
 impl Sabotage {
     /// Nothing broken.
-    pub const NONE: Sabotage = Sabotage { skip_dedup: false };
+    pub const NONE: Sabotage = Sabotage { skip_dedup: false, skip_fetch_batch: false };
     /// Every name [`Sabotage::parse`] accepts.
-    pub const NAMES: &'static [&'static str] = &["skip-dedup"];
+    pub const NAMES: &'static [&'static str] = &["skip-dedup", "skip-fetch-batch"];
+    /// The offset whose batch `skip-fetch-batch` leaves out of reads.
+    pub const SKIPPED_OFFSET: u64 = 500;
 
-    /// Parses a comma-separated list of names (`skip-dedup`); empty items are ignored.
+    /// Parses a comma-separated list of names (`skip-dedup`, `skip-fetch-batch`); empty items
+    /// are ignored.
     pub fn parse(list: &str) -> Result<Sabotage, UnknownSabotage> {
         let mut sabotage = Sabotage::NONE;
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match name {
                 "skip-dedup" => sabotage.skip_dedup = true,
+                "skip-fetch-batch" => sabotage.skip_fetch_batch = true,
                 other => return Err(UnknownSabotage { name: other.to_string() }),
             }
         }
@@ -46,7 +53,11 @@ impl Sabotage {
 
 impl fmt::Display for Sabotage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.skip_dedup { f.write_str("skip-dedup") } else { f.write_str("none") }
+        let names: Vec<&str> = [(self.skip_dedup, "skip-dedup"), (self.skip_fetch_batch, "skip-fetch-batch")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        if names.is_empty() { f.write_str("none") } else { f.write_str(&names.join(",")) }
     }
 }
 
@@ -57,7 +68,13 @@ mod tests {
     #[test]
     fn names_parse_and_unknown_names_are_refused() {
         assert_eq!(Sabotage::parse("").unwrap(), Sabotage::NONE);
-        assert_eq!(Sabotage::parse(" skip-dedup, ").unwrap(), Sabotage { skip_dedup: true });
+        assert_eq!(
+            Sabotage::parse(" skip-dedup, ").unwrap(),
+            Sabotage { skip_dedup: true, ..Sabotage::NONE }
+        );
+        let both = Sabotage::parse("skip-fetch-batch,skip-dedup").unwrap();
+        assert!(both.skip_dedup && both.skip_fetch_batch);
+        assert_eq!(both.to_string(), "skip-dedup,skip-fetch-batch");
         assert_eq!(
             Sabotage::parse("skip-dedup,lose-acks").unwrap_err(),
             UnknownSabotage { name: "lose-acks".into() }

@@ -326,7 +326,7 @@ pub(crate) mod tests {
     #[test]
     fn skip_dedup_sabotage_appends_a_retry_twice() {
         let mut s = PartitionState::default();
-        let broken = Sabotage { skip_dedup: true };
+        let broken = Sabotage { skip_dedup: true, ..Sabotage::NONE };
         s.apply_batch(&header(7, 1, 0, 5));
         assert_eq!(s.apply_batch(&header(7, 1, 0, 5)), BatchOutcome::Duplicate { base_offset: Offset(0) });
         let retried = s.apply_batch_with(&header(7, 1, 0, 5), SequenceRule::FromZero, broken);

@@ -161,6 +161,8 @@ pub enum FetchError {
 pub struct PartitionReader {
     storage: GroupStorage,
     progress: watch::Receiver<Progress>,
+    /// Deliberate bugs for the fault tests; none in production.
+    sabotage: Sabotage,
 }
 
 impl PartitionReader {
@@ -225,9 +227,13 @@ impl PartitionReader {
                         FetchError::Corrupt(format!("entry {} has no batch {}", row.index, row.position))
                     })?
                     .clone();
+                next_base = base.plus(u64::from(row.record_count));
+                let skipped = Offset(Sabotage::SKIPPED_OFFSET);
+                if self.sabotage.skip_fetch_batch && base <= skipped && skipped < next_base {
+                    continue;
+                }
                 bytes += batch.len();
                 out.push(StoredBatch { base_offset: base, record_count: row.record_count, bytes: batch });
-                next_base = base.plus(u64::from(row.record_count));
             }
             rows = self.storage.offset_index_from(next_base, FETCH_INDEX_ROWS_PER_READ)?;
             if rows.is_empty() {
@@ -305,7 +311,11 @@ impl PartitionStateMachine {
     }
 
     pub fn reader(&self) -> PartitionReader {
-        PartitionReader { storage: self.storage.clone(), progress: self.progress.subscribe() }
+        PartitionReader {
+            storage: self.storage.clone(),
+            progress: self.progress.subscribe(),
+            sabotage: self.sabotage,
+        }
     }
 
     /// The handle through which retention moves the purge boundary.

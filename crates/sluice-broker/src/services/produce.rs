@@ -9,7 +9,8 @@ use sluice_partition::{AppendError, BatchOutcome};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::producer_server::Producer;
 use sluice_raft::AppendFailure;
-use sluice_types::{BatchHeader, ProducerId, ValidatedBatch};
+use sluice_types::limits::BATCH_BYTES_MAX;
+use sluice_types::{BatchError, BatchHeader, ProducerId, ValidatedBatch};
 use tonic::{Request, Response, Status};
 
 use crate::api_error::{ApiError, DataError};
@@ -33,6 +34,11 @@ impl ProducerService {
 
     async fn produce(&self, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, DataError> {
         let node = &self.node;
+        // The size first: an oversized batch is refused for what it is wherever it lands, never
+        // parked for an election or answered BUSY by admission.
+        if request.batch.len() > BATCH_BYTES_MAX {
+            return Err(BatchError::TooLarge { bytes: request.batch.len(), max: BATCH_BYTES_MAX }.into());
+        }
         let replica = match routing::serving_replica(node, &request.topic, request.partition, false) {
             Err(DataError::NotLeader { leader: None, .. }) => {
                 // A request parked for the election holds its bytes as a queued one does, so

@@ -144,8 +144,9 @@ impl std::fmt::Debug for Storage {
 }
 
 impl Storage {
-    /// Opens (creating if needed) the RocksDB at `path`. Recovery replays the WAL up to the last
-    /// intact record: a write torn by a crash is dropped, never served.
+    /// Opens (creating if needed) the RocksDB at `path`. Recovery replays the whole WAL: a write
+    /// torn by a crash at its tail is dropped, never served; damage before the tail is a
+    /// `Corruption` error, and the node does not start.
     pub fn open(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Storage, StorageError> {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path)
@@ -154,7 +155,9 @@ impl Storage {
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
-        db_options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        // A torn tail (the last, unsynced write cut short) is dropped; damage before it fails the
+        // open rather than silently dropping every later record, votes included (decision 0014).
+        db_options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
         db_options.set_max_background_jobs(2);
         db_options.set_bytes_per_sync(1 << 20);
         db_options.set_max_total_wal_size(256 << 20);

@@ -98,15 +98,18 @@ def test_a_leader_killed_mid_run_loses_and_duplicates_nothing(cluster3):
     sender = threading.Thread(target=produce)
     sender.start()
     assert a_third_acked.wait(120), "a third of the records were acknowledged"
-    victim_addr = cluster3.client.leader("py-kill", 0, refresh=True)
+    victim_addr = eventually("partition 0's leader", 10, lambda: cluster3.client.refresh("py-kill")[0].leader_addr)
     victim = cluster3.node_of(victim_addr)
     cluster3.kill(victim)
     killed.set()
     sender.join(300)
     assert not sender.is_alive(), "every record was sent"
     producer.close()
-    new_leader = cluster3.client.leader("py-kill", 0, refresh=True)
-    assert new_leader != victim_addr, "partition 0 failed over"
+    def failed_over():
+        leader = cluster3.client.refresh("py-kill")[0].leader_addr
+        return leader if leader not in (None, victim_addr) else None
+
+    eventually("Metadata to name partition 0's new leader", 30, failed_over)
     assert 0 in acked_after_kill, "partition 0 took records after its leader was killed"
     stats = producer.stats
     print(f"after the kill of node {victim}: {stats}")

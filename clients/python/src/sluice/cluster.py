@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Collection, Dict, List, Optional, Sequence
 
 import grpc
 
-from sluice.errors import SluiceError, failed
+from sluice.errors import RETRIABLE, SluiceError, failed
 from sluice.v1 import admin_pb2_grpc, data_pb2, data_pb2_grpc
 
 #: The largest message a node sends (16 MiB fetches plus framing) and a produce may carry.
@@ -127,3 +127,34 @@ def backoff(attempt: int, base_ms: int = 20, cap_ms: int = 1000) -> float:
 
 def sleep_until_or(deadline: float, seconds: float) -> None:
     time.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
+
+
+def with_retries(
+    deadline: float,
+    pick_addr: Callable[[int], str],
+    call: Callable[[str], object],
+    retriable: Collection[int] = RETRIABLE,
+    on_refusal: Optional[Callable[[object], None]] = None,
+):
+    """Calls ``call(addr)`` for a data-path answer until it carries no error, an error not in
+    ``retriable`` (raised as ``SluiceError``), or ``deadline`` passes (the last failure raised).
+    ``pick_addr(attempt)`` chooses the broker for attempt 1, 2, ...; a lost answer (a gRPC
+    failure) is retried like a retriable error, after ``retry_after_ms`` or a back-off."""
+    attempt = 0
+    while True:
+        attempt += 1
+        addr = pick_addr(attempt)
+        try:
+            answer = call(addr)
+            if not failed(answer.error):
+                return answer
+            error = SluiceError.from_pb(answer.error)
+            if answer.error.code not in retriable:
+                raise error
+            if on_refusal is not None:
+                on_refusal(answer.error)
+        except grpc.RpcError as e:
+            error = SluiceError("ERROR_CODE_UNAVAILABLE", f"{addr}: {e.code().name}")
+        if time.monotonic() >= deadline:
+            raise error
+        sleep_until_or(deadline, max(error.retry_after_ms / 1000.0, backoff(attempt)))

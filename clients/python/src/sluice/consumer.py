@@ -7,11 +7,9 @@ import threading
 import time
 from typing import Iterator, List, Optional, Union
 
-import grpc
-
 from sluice.batch import Record, decode_batches
-from sluice.cluster import Cluster, backoff, sleep_until_or
-from sluice.errors import RETRIABLE, SluiceError, failed
+from sluice.cluster import Cluster, with_retries
+from sluice.errors import SluiceError, failed
 from sluice.v1 import data_pb2
 
 E = data_pb2
@@ -22,25 +20,14 @@ LATEST = "latest"
 
 def list_offsets(cluster: Cluster, topic: str, partition: int, timeout_s: float = 30.0) -> tuple:
     """``(earliest, latest)``: the first retained offset and the high watermark."""
-    deadline = time.monotonic() + timeout_s
-    attempt = 0
-    while True:
-        attempt += 1
-        addr = cluster.leader(topic, partition, refresh=attempt > 1)
-        try:
-            answer = cluster.consumer_stub(addr).ListOffsets(
-                data_pb2.ListOffsetsRequest(topic=topic, partition=partition), timeout=cluster.rpc_timeout_s
-            )
-            if not failed(answer.error):
-                return answer.earliest, answer.latest
-            error = SluiceError.from_pb(answer.error)
-            if answer.error.code not in RETRIABLE:
-                raise error
-        except grpc.RpcError as e:
-            error = SluiceError("ERROR_CODE_UNAVAILABLE", f"{addr}: {e.code().name}")
-        if time.monotonic() >= deadline:
-            raise error
-        sleep_until_or(deadline, backoff(attempt))
+    answer = with_retries(
+        time.monotonic() + timeout_s,
+        lambda attempt: cluster.leader(topic, partition, refresh=attempt > 1),
+        lambda addr: cluster.consumer_stub(addr).ListOffsets(
+            data_pb2.ListOffsetsRequest(topic=topic, partition=partition), timeout=cluster.rpc_timeout_s
+        ),
+    )
+    return answer.earliest, answer.latest
 
 
 class Consumer:
@@ -81,30 +68,24 @@ class Consumer:
             max_wait_ms=max_wait_ms,
             read_from_follower=self.read_from_follower,
         )
-        attempt = 0
-        while True:
-            attempt += 1
-            addr = self.cluster.leader(self.topic, self.partition, refresh=attempt > 1)
-            try:
-                answer = self.cluster.consumer_stub(addr).Fetch(
-                    request, timeout=max_wait_ms / 1000.0 + self.cluster.rpc_timeout_s
-                )
-                if not failed(answer.error):
-                    records = decode_batches(answer.batches, self.position, self.partition)
-                    if records:
-                        self.position = records[-1].offset + 1
-                    self.high_watermark = answer.high_watermark
-                    return records
-                error = SluiceError.from_pb(answer.error)
-                if answer.error.code not in RETRIABLE:
-                    raise error
-                if answer.error.leader_addr:
-                    self.cluster.learn_leader(self.topic, self.partition, answer.error.leader_addr)
-            except grpc.RpcError as e:
-                error = SluiceError("ERROR_CODE_UNAVAILABLE", f"{addr}: {e.code().name}")
-            if time.monotonic() >= deadline:
-                raise error
-            sleep_until_or(deadline, max(error.retry_after_ms / 1000.0, backoff(attempt)))
+
+        def learn(error) -> None:
+            if error.leader_addr:
+                self.cluster.learn_leader(self.topic, self.partition, error.leader_addr)
+
+        answer = with_retries(
+            deadline,
+            lambda attempt: self.cluster.leader(self.topic, self.partition, refresh=attempt > 1),
+            lambda addr: self.cluster.consumer_stub(addr).Fetch(
+                request, timeout=max_wait_ms / 1000.0 + self.cluster.rpc_timeout_s
+            ),
+            on_refusal=learn,
+        )
+        records = decode_batches(answer.batches, self.position, self.partition)
+        if records:
+            self.position = records[-1].offset + 1
+        self.high_watermark = answer.high_watermark
+        return records
 
 
 def subscribe(

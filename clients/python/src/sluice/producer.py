@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import grpc
 
 from sluice.batch import BATCH_RECORDS_MAX, COMPRESSION_NONE, Record, encode_batch, partition_for_key
-from sluice.cluster import Cluster, backoff, sleep_until_or
+from sluice.cluster import Cluster, backoff, sleep_until_or, with_retries
 from sluice.errors import DeliveryTimeout, SluiceError, failed
 from sluice.v1 import data_pb2
 
@@ -140,25 +140,16 @@ class Producer:
         """A new producer id at epoch 0, or the next epoch of ``producer_id`` (which fences its
         older incarnations). Retried on any broker until ``timeout_s``."""
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.delivery_timeout_s)
-        attempt = 0
-        while True:
-            attempt += 1
-            addr = self.cluster.any_addr()
-            request = data_pb2.InitProducerRequest()
-            if producer_id is not None:
-                request.producer_id = producer_id
-            try:
-                answer = self.cluster.producer_stub(addr).InitProducer(request, timeout=self.request_timeout_s)
-                if not failed(answer.error):
-                    return answer.producer_id, answer.producer_epoch
-                error = SluiceError.from_pb(answer.error)
-                if answer.error.code not in (E.ERROR_CODE_UNAVAILABLE, E.ERROR_CODE_NOT_LEADER):
-                    raise error
-            except grpc.RpcError as e:
-                error = SluiceError("ERROR_CODE_UNAVAILABLE", f"{addr}: {e.code().name}")
-            if time.monotonic() >= deadline:
-                raise error
-            sleep_until_or(deadline, backoff(attempt))
+        request = data_pb2.InitProducerRequest()
+        if producer_id is not None:
+            request.producer_id = producer_id
+        answer = with_retries(
+            deadline,
+            lambda attempt: self.cluster.any_addr(),
+            lambda addr: self.cluster.producer_stub(addr).InitProducer(request, timeout=self.request_timeout_s),
+            retriable=(E.ERROR_CODE_UNAVAILABLE, E.ERROR_CODE_NOT_LEADER),
+        )
+        return answer.producer_id, answer.producer_epoch
 
 
 class _PartitionWorker:

@@ -99,15 +99,19 @@ class Producer:
         return future
 
     def flush(self, timeout_s: Optional[float] = None) -> None:
-        """Waits until every record sent so far is acknowledged or has failed."""
+        """Waits until every record sent so far is acknowledged or has failed; ``TimeoutError``
+        if that takes longer than ``timeout_s``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
             workers = list(self._workers.values())
         for w in workers:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not w.idle.wait(remaining):
-                raise TimeoutError("records still in flight")
-            w.queue.join()
+            done = w.queue.all_tasks_done  # the queue's own condition, signalled by task_done()
+            with done:
+                while w.queue.unfinished_tasks:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError("records still in flight")
+                    done.wait(remaining)
 
     def close(self) -> None:
         """Delivers what is queued, then stops the workers."""
@@ -158,8 +162,6 @@ class _PartitionWorker:
         self.topic = topic
         self.partition = partition
         self.queue: "queue.Queue" = queue.Queue(maxsize=producer.queue_records)
-        self.idle = threading.Event()
-        self.idle.set()
         self.identity: Optional[Tuple[int, int]] = None
         self.sequence = 0
         self.thread = threading.Thread(target=self._run, name=f"sluice-producer-{topic}-{partition}", daemon=True)
@@ -171,7 +173,6 @@ class _PartitionWorker:
             if item is None:
                 self.queue.task_done()
                 return
-            self.idle.clear()
             pending = [item]
             size = len(item[0].value)
             linger_until = time.monotonic() + self.p.linger_s
@@ -192,8 +193,6 @@ class _PartitionWorker:
             finally:
                 for _ in pending:
                     self.queue.task_done()
-                if self.queue.empty():
-                    self.idle.set()
             if stop:
                 self.queue.task_done()
                 return

@@ -15,6 +15,9 @@ pub struct Sabotage {
     /// Leaves the batch holding offset [`Sabotage::SKIPPED_OFFSET`] out of every fetch and push:
     /// readers step over it as if it were never written.
     pub skip_fetch_batch: bool,
+    /// A partition leader counts a follower it cannot reach as having stored what it was sent,
+    /// so it commits (and acknowledges) with no quorum behind it.
+    pub commit_without_quorum: bool,
 }
 
 /// A sabotage name this build does not know.
@@ -26,13 +29,14 @@ pub struct UnknownSabotage {
 
 impl Sabotage {
     /// Nothing broken.
-    pub const NONE: Sabotage = Sabotage { skip_dedup: false, skip_fetch_batch: false };
+    pub const NONE: Sabotage =
+        Sabotage { skip_dedup: false, skip_fetch_batch: false, commit_without_quorum: false };
     /// Every name [`Sabotage::parse`] accepts.
-    pub const NAMES: &'static [&'static str] = &["skip-dedup", "skip-fetch-batch"];
+    pub const NAMES: &'static [&'static str] = &["skip-dedup", "skip-fetch-batch", "commit-without-quorum"];
     /// The offset whose batch `skip-fetch-batch` leaves out of reads.
     pub const SKIPPED_OFFSET: u64 = 500;
 
-    /// Parses a comma-separated list of names (`skip-dedup`, `skip-fetch-batch`); empty items
+    /// Parses a comma-separated list of names (see [`Sabotage::NAMES`]); empty items
     /// are ignored.
     pub fn parse(list: &str) -> Result<Sabotage, UnknownSabotage> {
         let mut sabotage = Sabotage::NONE;
@@ -40,6 +44,7 @@ impl Sabotage {
             match name {
                 "skip-dedup" => sabotage.skip_dedup = true,
                 "skip-fetch-batch" => sabotage.skip_fetch_batch = true,
+                "commit-without-quorum" => sabotage.commit_without_quorum = true,
                 other => return Err(UnknownSabotage { name: other.to_string() }),
             }
         }
@@ -53,10 +58,14 @@ impl Sabotage {
 
 impl fmt::Display for Sabotage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = [(self.skip_dedup, "skip-dedup"), (self.skip_fetch_batch, "skip-fetch-batch")]
-            .into_iter()
-            .filter_map(|(on, name)| on.then_some(name))
-            .collect();
+        let names: Vec<&str> = [
+            (self.skip_dedup, "skip-dedup"),
+            (self.skip_fetch_batch, "skip-fetch-batch"),
+            (self.commit_without_quorum, "commit-without-quorum"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
         if names.is_empty() { f.write_str("none") } else { f.write_str(&names.join(",")) }
     }
 }
@@ -75,6 +84,9 @@ mod tests {
         let both = Sabotage::parse("skip-fetch-batch,skip-dedup").unwrap();
         assert!(both.skip_dedup && both.skip_fetch_batch);
         assert_eq!(both.to_string(), "skip-dedup,skip-fetch-batch");
+        let all = Sabotage::parse(&Sabotage::NAMES.join(",")).unwrap();
+        assert_eq!(all.to_string(), Sabotage::NAMES.join(","));
+        assert!(all.commit_without_quorum);
         assert_eq!(
             Sabotage::parse("skip-dedup,lose-acks").unwrap_err(),
             UnknownSabotage { name: "lose-acks".into() }

@@ -208,7 +208,8 @@ impl PartitionGroup {
         )?;
         let reader = sm.reader();
         let retention = sm.retention();
-        let network = GroupNetworkFactory::new(group, transport);
+        let network = GroupNetworkFactory::new(group, transport)
+            .with_fake_failed_appends(settings.sabotage.commit_without_quorum);
         let raft = openraft::Raft::new(node, group_config(settings)?, network, log_store, sm)
             .await
             .map_err(GroupError::raft)?;

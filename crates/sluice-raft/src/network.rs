@@ -421,6 +421,8 @@ impl Transport for LocalTransport {
 pub struct GroupNetworkFactory {
     group: GroupId,
     transport: Arc<dyn Transport>,
+    /// The `commit-without-quorum` sabotage: a failed append is reported as stored.
+    fake_failed_appends: bool,
 }
 
 impl std::fmt::Debug for GroupNetworkFactory {
@@ -431,7 +433,16 @@ impl std::fmt::Debug for GroupNetworkFactory {
 
 impl GroupNetworkFactory {
     pub fn new(group: GroupId, transport: Arc<dyn Transport>) -> Self {
-        GroupNetworkFactory { group, transport }
+        GroupNetworkFactory { group, transport, fake_failed_appends: false }
+    }
+
+    /// Breaks Raft on purpose (the fault tests' `commit-without-quorum` sabotage): every append
+    /// a peer did not answer within 50 ms is reported to openraft as stored, so the leader
+    /// counts an unreachable follower in its quorum and commits alone.
+    #[must_use]
+    pub fn with_fake_failed_appends(mut self, on: bool) -> Self {
+        self.fake_failed_appends = on;
+        self
     }
 }
 
@@ -439,7 +450,13 @@ impl<C: GroupConfig> RaftNetworkFactory<C> for GroupNetworkFactory {
     type Network = GroupNetwork;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> GroupNetwork {
-        GroupNetwork { group: self.group, target, addr: node.addr.clone(), transport: self.transport.clone() }
+        GroupNetwork {
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+            transport: self.transport.clone(),
+            fake_failed_appends: self.fake_failed_appends,
+        }
     }
 }
 
@@ -449,6 +466,7 @@ pub struct GroupNetwork {
     target: u64,
     addr: String,
     transport: Arc<dyn Transport>,
+    fake_failed_appends: bool,
 }
 
 impl std::fmt::Debug for GroupNetwork {
@@ -465,6 +483,10 @@ impl std::fmt::Debug for GroupNetwork {
 /// busy with a large fsync) no append would ever be acknowledged and the group could commit
 /// nothing. Found by the fault tests' slow-network scenario (75 ms each way).
 const RPC_TTL_FLOOR: Duration = Duration::from_secs(1);
+
+/// How long the `commit-without-quorum` sabotage waits for a follower before counting it anyway:
+/// short enough that a leader cut off from its peers answers its clients.
+const FAKED_APPEND_PATIENCE: Duration = Duration::from_millis(50);
 
 fn rpc_ttl(option: &RPCOption) -> Duration {
     option.hard_ttl().max(RPC_TTL_FLOOR)
@@ -501,10 +523,13 @@ impl<C: GroupConfig> RaftNetworkV2<C> for GroupNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
         let req = conv::append_request_to_pb(self.group.0, &rpc);
-        let resp = with_ttl(rpc_ttl(&option), self.transport.append_entries(self.target, &self.addr, req))
-            .await
-            .map_err(|e| rpc_error::<C>(&e))?;
-        conv::append_response_from_pb(resp).map_err(|e| decode_error::<C>(&e))
+        let ttl = if self.fake_failed_appends { FAKED_APPEND_PATIENCE } else { rpc_ttl(&option) };
+        let resp = with_ttl(ttl, self.transport.append_entries(self.target, &self.addr, req)).await;
+        if self.fake_failed_appends && resp.is_err() {
+            return Ok(AppendEntriesResponse::Success);
+        }
+        conv::append_response_from_pb(resp.map_err(|e| rpc_error::<C>(&e))?)
+            .map_err(|e| decode_error::<C>(&e))
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {

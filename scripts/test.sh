@@ -44,7 +44,7 @@ if [ "${SLUICE_SKIP_CHAOS:-0}" = 1 ]; then
   exit 0
 fi
 echo "== fault tests: sluice-chaos, quick profile"
-cargo build --locked -p sluice-broker -p sluice-chaos --features sluice-broker/failpoints
+cargo build --locked -p sluice-broker -p sluice-chaos -p sluice-lazyfs --features sluice-broker/failpoints
 chaos="$CARGO_TARGET_DIR/debug/sluice-chaos"
 out="$CARGO_TARGET_DIR/chaos"
 "$chaos" run --profile quick --out "$out"
@@ -54,3 +54,12 @@ echo "== fault tests: a build that leaves a batch out of fetches must be caught"
 "$chaos" run --profile quick --scenario leader-kill --sabotage skip-fetch-batch --expect offset-hole --out "$out/sabotage"
 echo "== fault tests: a leader that commits without a quorum must be caught"
 "$chaos" run --profile quick --scenario leader-isolate --sabotage commit-without-quorum --expect inconsistent-offsets --out "$out/sabotage"
+# Power cuts mount a FUSE filesystem per node (sluice-lazyfs): root and /dev/fuse only (CI has both).
+if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
+  echo "== fault tests: power cuts (a lazy filesystem per node loses what was not fsynced)"
+  "$chaos" run --profile quick --scenario power-loss --out "$out"
+  echo "== fault tests: a build that acknowledges before its fsync must lose data to a power cut"
+  "$chaos" run --profile quick --scenario power-loss --sabotage ack-before-fsync --expect lost-write --out "$out/sabotage"
+else
+  echo "== fault tests: power cuts skipped (they need root and /dev/fuse to mount sluice-lazyfs)"
+fi

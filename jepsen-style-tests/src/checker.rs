@@ -251,13 +251,22 @@ pub fn check(history: &[Op]) -> Report {
 }
 
 /// Against the servers' final `(log start, high watermark)` of each key: every offset in between
-/// was read by some ok poll (no hole), and no read went past the end.
+/// was read by some ok poll (no hole), no read went past the end, and no acknowledged offset is
+/// at or past the end (the log lost it, whether or not anyone had read it).
 fn check_dense(pairs: &[Pair<'_>], report: &mut Report) {
     let mut bounds: BTreeMap<Key, (Offset, Offset)> = BTreeMap::new();
     let mut read: BTreeMap<Key, BTreeSet<Offset>> = BTreeMap::new();
+    let mut acked: BTreeMap<Key, BTreeMap<Offset, Value>> = BTreeMap::new();
     for p in pairs.iter().filter(|p| p.done.kind == OpType::Ok) {
         match &p.done.value {
             OpValue::Offsets(final_bounds) => bounds.extend(final_bounds),
+            OpValue::Send(sends) => {
+                for s in sends {
+                    if let Some(o) = s.offset {
+                        acked.entry(s.key).or_default().insert(o, s.value);
+                    }
+                }
+            }
             OpValue::Poll(polled) => {
                 for (k, got) in polled {
                     read.entry(*k).or_default().extend(got.iter().map(|(o, _)| *o));
@@ -273,6 +282,11 @@ fn check_dense(pairs: &[Pair<'_>], report: &mut Report) {
         }
         for o in seen.range(*end..) {
             report.flag(READ_PAST_END, || format!("key {k} offset {o} read, final high watermark {end}"));
+        }
+        for (o, v) in acked.get(k).map(|a| a.range(*end..)).into_iter().flatten() {
+            report.flag(LOST_WRITE, || {
+                format!("key {k} value {v} acknowledged at offset {o}, final high watermark {end}")
+            });
         }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use rustix::process::{Pid, Signal, kill_process};
 use sluice_client::Admin;
 use sluice_client::proto as pb;
+use sluice_lazyfs::mount::LazyMount;
 
 use crate::net::Topology;
 
@@ -44,6 +45,11 @@ pub struct ChaosCluster {
     nodes: Vec<Node>,
     /// Each node's directory is a tmpfs of this many bytes (root only), so its disk can fill.
     disk_bytes: Option<u64>,
+    /// The `sluice-lazyfs` binary, when each node's data directory is a lazy filesystem whose
+    /// power can be cut (root only).
+    lazyfs: Option<PathBuf>,
+    /// Node `id`'s lazy filesystem at index `id - 1`, while mounted.
+    mounts: Vec<Option<LazyMount>>,
 }
 
 /// The file that fills a node's disk.
@@ -58,6 +64,7 @@ impl ChaosCluster {
         sluiced: &Path,
         sabotage: Option<String>,
         disk_bytes: Option<u64>,
+        lazyfs: Option<&Path>,
     ) -> anyhow::Result<ChaosCluster> {
         let controllers: Vec<String> =
             (1..=n).map(|id| format!("{{ id = {id}, addr = \"{}\" }}", topology.grpc_addr(id))).collect();
@@ -71,7 +78,7 @@ impl ChaosCluster {
                 "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{bind}\"\nadvertised_addr = \"{grpc}\"\n\
                  http_addr = \"{http}\"\ncontrollers = [{controllers}]\npeer_dial_overrides = {{ {overrides} }}\n\n\
                  {NODE_CONFIG}",
-                data = dir.join(format!("node{id}")).join("data").display(),
+                data = data_dir(dir, id).display(),
                 bind = topology.bind_addr(id),
                 grpc = topology.grpc_addr(id),
                 http = topology.http_addr(id),
@@ -87,6 +94,8 @@ impl ChaosCluster {
             sabotage,
             nodes: (0..n).map(|_| Node { child: None, paused: false }).collect(),
             disk_bytes,
+            lazyfs: lazyfs.map(Path::to_path_buf),
+            mounts: (0..n).map(|_| None).collect(),
         };
         if let Some(bytes) = disk_bytes {
             for id in 1..=n {
@@ -108,9 +117,38 @@ impl ChaosCluster {
             }
         }
         for id in 1..=n {
+            cluster.mount(id)?;
             cluster.start_node(id)?;
         }
         Ok(cluster)
+    }
+
+    /// Mounts node `id`'s lazy filesystem over its data directory (when the cluster has them).
+    fn mount(&mut self, id: u64) -> anyhow::Result<()> {
+        let Some(binary) = &self.lazyfs else { return Ok(()) };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node{id}-lazyfs.log")))?;
+        let backing = self.disk_root(id).join("backing");
+        let mount = LazyMount::start(binary, &backing, &data_dir(&self.dir, id), log.into())?;
+        self.mounts[index(id)] = Some(mount);
+        Ok(())
+    }
+
+    /// Cuts node `id`'s power: the process dies with everything its disk had not fsynced.
+    /// The node stays down (its disk is mounted again, empty of the lost writes) until
+    /// [`ChaosCluster::start_node`].
+    pub fn power_cut(&mut self, id: u64) -> anyhow::Result<()> {
+        let Some(mount) = self.mounts[index(id)].take() else {
+            bail!("node {id} has no lazy filesystem: this scenario needs one per node")
+        };
+        if self.is_running(id) || self.node(id).paused {
+            self.resume(id)?;
+            self.kill(id)?;
+        }
+        mount.power_cut()?;
+        self.mount(id)
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -126,7 +164,7 @@ impl ChaosCluster {
     }
 
     fn node(&mut self, id: u64) -> &mut Node {
-        &mut self.nodes[usize::try_from(id).unwrap_or(usize::MAX) - 1]
+        &mut self.nodes[index(id)]
     }
 
     /// The directory holding node `id`'s data directory (its own tmpfs when disks are sized).
@@ -292,6 +330,15 @@ impl Drop for ChaosCluster {
             }
         }
     }
+}
+
+fn index(id: u64) -> usize {
+    usize::try_from(id).unwrap_or(usize::MAX) - 1
+}
+
+/// Node `id`'s data directory under the cluster's directory `dir`.
+fn data_dir(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node{id}")).join("data")
 }
 
 /// The cluster as the live nodes report it (asked of `nodes` only).

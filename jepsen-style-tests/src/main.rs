@@ -41,8 +41,8 @@ enum Command {
         /// Break the nodes on purpose (`SLUICE_SABOTAGE`, e.g. skip-dedup; debug builds only).
         #[arg(long)]
         sabotage: Option<String>,
-        /// With --sabotage: succeed only if every scenario reports this anomaly (the suite
-        /// catches the broken build).
+        /// With --sabotage: succeed only if every scenario reports this anomaly, or one of a
+        /// comma-separated list (the suite catches the broken build).
         #[arg(long)]
         expect: Option<String>,
     },
@@ -127,6 +127,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 out: out.unwrap_or_else(scenario::out_dir_default),
                 netns: !loopback,
                 sabotage,
+                lazyfs: std::env::current_exe()?.with_file_name("sluice-lazyfs"),
             };
             let mut results = Vec::new();
             for round in 0..rounds {
@@ -151,7 +152,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             }
             print_table(&results);
             if let Some(expect) = expect {
-                let caught = results.iter().all(|r| r.report.count(&expect) > 0);
+                let any_of: Vec<&str> = expect.split(',').map(str::trim).collect();
+                let caught = results.iter().all(|r| any_of.iter().any(|a| r.report.count(a) > 0));
                 println!(
                     "{}: the deliberately broken build was {} (expected anomaly {expect})",
                     if caught { "OK" } else { "FAIL" },

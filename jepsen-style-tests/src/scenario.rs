@@ -54,13 +54,16 @@ pub enum Kind {
     RollingRestart,
     /// 13: a follower's disk fills up, then the leader's (each node on its own tmpfs; root only).
     DiskFull,
+    /// 12: power cuts (each node's disk a `sluice-lazyfs` that loses what was not fsynced): the
+    /// leader, then one node while another is paused, then all three at once (root only).
+    PowerLoss,
     /// 17: every 10 s a random few of {kill, pause, isolate, client cut, packet loss} on random
     /// nodes, about a quarter of the periods quiet.
     Mixed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::LeaderKill,
         Kind::LeaderPause,
         Kind::ClientCutKill,
@@ -73,6 +76,7 @@ impl Kind {
         Kind::Ring,
         Kind::RollingRestart,
         Kind::DiskFull,
+        Kind::PowerLoss,
         Kind::Mixed,
     ];
     pub const QUICK: [Kind; 7] = [
@@ -99,14 +103,20 @@ impl Kind {
             Kind::Ring => "ring",
             Kind::RollingRestart => "rolling-restart",
             Kind::DiskFull => "disk-full",
+            Kind::PowerLoss => "power-loss",
             Kind::Mixed => "mixed",
         }
     }
 
     /// Why this scenario cannot run here, if it cannot.
     pub fn unavailable(self) -> Option<&'static str> {
-        (self == Kind::DiskFull && !rustix::process::geteuid().is_root())
-            .then_some("needs root to mount a size-capped tmpfs per node")
+        match self {
+            Kind::DiskFull if !rustix::process::geteuid().is_root() => {
+                Some("needs root to mount a size-capped tmpfs per node")
+            }
+            Kind::PowerLoss => sluice_lazyfs::mount::available().err(),
+            _ => None,
+        }
     }
 
     /// The acknowledged sends a valid run must reach: the profile's, except where the faults
@@ -119,6 +129,11 @@ impl Kind {
     /// Each node's disk size, for scenarios that fill disks.
     fn disk_bytes(self) -> Option<u64> {
         (self == Kind::DiskFull).then_some(256 << 20)
+    }
+
+    /// Each node's data directory on a lazy filesystem whose power can be cut.
+    fn lazy_disks(self) -> bool {
+        self == Kind::PowerLoss
     }
 
     /// Needs the userspace proxies whatever the environment offers.
@@ -249,6 +264,8 @@ pub struct RunOptions {
     pub netns: bool,
     /// Run a deliberately broken build (`SLUICE_SABOTAGE`, debug builds only).
     pub sabotage: Option<String>,
+    /// The `sluice-lazyfs` binary, for the power-loss scenario.
+    pub lazyfs: PathBuf,
 }
 
 /// Waits, polling, until `check` yields a value or `timeout` passes.
@@ -604,6 +621,51 @@ impl Nemesis<'_> {
     }
 
     /// Scenario 17: random faults in 10 s periods, each healed before the next.
+    /// Scenario 12: what was acknowledged survives power cuts, which lose every write a node
+    /// had not fsynced (kill -9 keeps them in the page cache).
+    async fn power_loss(&mut self, profile: &Profile) -> anyhow::Result<()> {
+        // The leader of key 0: its unsynced tail goes, and a new leader takes over.
+        let Some(leader) = self.leader(0).await else { bail!("no leader to cut") };
+        let result = self.cluster.power_cut(leader);
+        let i = self.record("power-cut-leader", Some(leader), Some(0), result);
+        self.limits(i, Some(5_000), None);
+        self.wait(DOWN_FOR).await;
+        self.cluster.start_node(leader)?;
+        self.healed(i);
+        self.wait(profile.hold / 3).await;
+
+        // One node paused and another cut: no quorum until both are back, and the cut node
+        // restarts while the paused one still holds what it had not fsynced.
+        let Some(leader) = self.leader(1).await else { bail!("no leader to pause") };
+        let Some(other) = self.cluster.ids().into_iter().find(|id| *id != leader) else { bail!("one node") };
+        let paused = self.cluster.pause(leader);
+        let i = self.record("pause-leader", Some(leader), Some(1), paused);
+        let cut = self.cluster.power_cut(other);
+        let j = self.record("power-cut-other", Some(other), Some(1), cut);
+        self.wait(DOWN_FOR).await;
+        self.cluster.start_node(other)?;
+        self.healed(j);
+        self.wait(DOWN_FOR).await;
+        self.cluster.resume(leader)?;
+        self.healed(i);
+        self.limits(j, Some(20_000), None);
+        self.wait(profile.hold / 3).await;
+
+        // All three at once: only what a majority fsynced can still be there.
+        let mut result = Ok(());
+        for id in self.cluster.ids() {
+            if let Err(e) = self.cluster.power_cut(id) {
+                result = Err(e);
+            }
+        }
+        let i = self.record("power-cut-all", None, Some(0), result);
+        self.limits(i, Some(20_000), None);
+        self.wait(DOWN_FOR).await;
+        self.cluster.restore_all()?;
+        self.healed(i);
+        Ok(())
+    }
+
     async fn mixed(&mut self, window_end: Instant) -> anyhow::Result<()> {
         const PERIOD: Duration = Duration::from_secs(10);
         const HOLD: Duration = Duration::from_secs(6);
@@ -727,6 +789,7 @@ impl Nemesis<'_> {
             Kind::Ring => self.ring(profile).await?,
             Kind::RollingRestart => self.rolling_restart().await?,
             Kind::DiskFull => self.disk_full(profile).await?,
+            Kind::PowerLoss => self.power_loss(profile).await?,
             Kind::Mixed => self.mixed(window_end).await?,
             Kind::SlowNetwork => {
                 let delay = Duration::from_millis(75);
@@ -941,6 +1004,7 @@ pub async fn run(
         &options.sluiced,
         options.sabotage.clone(),
         kind.disk_bytes(),
+        kind.lazy_disks().then_some(options.lazyfs.as_path()),
     )?;
     let groups = wait_ready(&cluster).await?;
 

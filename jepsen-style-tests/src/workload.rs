@@ -266,7 +266,9 @@ pub async fn settle(shared: &Shared, deadline: Instant) -> bool {
 }
 
 /// Asks the servers for each key's log start and high watermark, recorded as one operation;
-/// keys that did not answer before `deadline` are left out.
+/// keys that did not answer before `deadline` are left out, except that a partition the
+/// cluster still says does not exist at the deadline is recorded as an empty log `(0, 0)`:
+/// the topic was created before the load, so a cluster that lost it lost its records.
 pub async fn final_offsets(
     shared: &Shared,
     deadline: Instant,
@@ -283,12 +285,21 @@ pub async fn final_offsets(
             StartAt::Earliest,
             consumer_config(),
         );
+        let mut unknown = false;
         while Instant::now() < deadline {
-            if let Ok(answer) = consumer.offsets().await {
-                bounds.insert(key, answer);
-                break;
+            match consumer.offsets().await {
+                Ok(answer) => {
+                    bounds.insert(key, answer);
+                    break;
+                }
+                Err(e) => {
+                    unknown = matches!(&e, ClientError::Refused { code, .. } if code == "UNKNOWN_TOPIC_OR_PARTITION");
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if unknown && !bounds.contains_key(&key) {
+            bounds.insert(key, (0, 0));
         }
     }
     shared.recorder.record(process, OpType::Ok, F::ListOffsets, OpValue::Offsets(bounds.clone()), None);

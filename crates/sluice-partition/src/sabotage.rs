@@ -8,6 +8,7 @@ use std::fmt;
 
 /// Which deliberate bugs are switched on. The default breaks nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)] // Independent switches: any combination may be on.
 pub struct Sabotage {
     /// Appends idempotent batches without consulting the producer's dedup window, so a retried
     /// batch lands twice.
@@ -18,6 +19,9 @@ pub struct Sabotage {
     /// A partition leader counts a follower it cannot reach as having stored what it was sent,
     /// so it commits (and acknowledges) with no quorum behind it.
     pub commit_without_quorum: bool,
+    /// The storage acknowledges durable writes (log entries, votes) without fsyncing its WAL:
+    /// only a power loss tells (the fault tests' lazy filesystem).
+    pub ack_before_fsync: bool,
 }
 
 /// A sabotage name this build does not know.
@@ -29,10 +33,15 @@ pub struct UnknownSabotage {
 
 impl Sabotage {
     /// Nothing broken.
-    pub const NONE: Sabotage =
-        Sabotage { skip_dedup: false, skip_fetch_batch: false, commit_without_quorum: false };
+    pub const NONE: Sabotage = Sabotage {
+        skip_dedup: false,
+        skip_fetch_batch: false,
+        commit_without_quorum: false,
+        ack_before_fsync: false,
+    };
     /// Every name [`Sabotage::parse`] accepts.
-    pub const NAMES: &'static [&'static str] = &["skip-dedup", "skip-fetch-batch", "commit-without-quorum"];
+    pub const NAMES: &'static [&'static str] =
+        &["skip-dedup", "skip-fetch-batch", "commit-without-quorum", "ack-before-fsync"];
     /// The offset whose batch `skip-fetch-batch` leaves out of reads.
     pub const SKIPPED_OFFSET: u64 = 500;
 
@@ -45,6 +54,7 @@ impl Sabotage {
                 "skip-dedup" => sabotage.skip_dedup = true,
                 "skip-fetch-batch" => sabotage.skip_fetch_batch = true,
                 "commit-without-quorum" => sabotage.commit_without_quorum = true,
+                "ack-before-fsync" => sabotage.ack_before_fsync = true,
                 other => return Err(UnknownSabotage { name: other.to_string() }),
             }
         }
@@ -62,6 +72,7 @@ impl fmt::Display for Sabotage {
             (self.skip_dedup, "skip-dedup"),
             (self.skip_fetch_batch, "skip-fetch-batch"),
             (self.commit_without_quorum, "commit-without-quorum"),
+            (self.ack_before_fsync, "ack-before-fsync"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -86,7 +97,7 @@ mod tests {
         assert_eq!(both.to_string(), "skip-dedup,skip-fetch-batch");
         let all = Sabotage::parse(&Sabotage::NAMES.join(",")).unwrap();
         assert_eq!(all.to_string(), Sabotage::NAMES.join(","));
-        assert!(all.commit_without_quorum);
+        assert!(all.commit_without_quorum && all.ack_before_fsync);
         assert_eq!(
             Sabotage::parse("skip-dedup,lose-acks").unwrap_err(),
             UnknownSabotage { name: "lose-acks".into() }

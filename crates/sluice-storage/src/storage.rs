@@ -31,11 +31,19 @@ pub struct StorageOptions {
     /// Memtable flushes and compactions write with `O_DIRECT`, past the page cache, where the
     /// filesystem supports it (docs/decisions/0007). The WAL stays buffered and fsynced.
     pub direct_io_flush: bool,
+    /// A deliberate bug for the fault tests (the `ack-before-fsync` sabotage): writes asked to
+    /// be durable are acknowledged once RocksDB has handed the WAL to the OS, never fsynced.
+    pub skip_wal_fsync: bool,
 }
 
 impl Default for StorageOptions {
     fn default() -> Self {
-        StorageOptions { write_buffer_bytes: 32 << 20, block_cache_bytes: 128 << 20, direct_io_flush: true }
+        StorageOptions {
+            write_buffer_bytes: 32 << 20,
+            block_cache_bytes: 128 << 20,
+            direct_io_flush: true,
+            skip_wal_fsync: false,
+        }
     }
 }
 
@@ -195,7 +203,7 @@ impl Storage {
 
         let stats = Arc::new(WriterStats::default());
         let poison = Arc::new(Poison::default());
-        let (tx, threads) = writer::spawn(db.clone(), stats.clone(), poison.clone())
+        let (tx, threads) = writer::spawn(db.clone(), stats.clone(), poison.clone(), options.skip_wal_fsync)
             .map_err(|e| StorageError::SpawnThreads(Arc::new(e)))?;
         tracing::info!(path = %path.display(), groups = groups.len(), direct_io, "storage opened");
         Ok(Storage {

@@ -102,6 +102,7 @@ pub(crate) fn spawn(
     db: Arc<DB>,
     stats: Arc<WriterStats>,
     poison: Arc<Poison>,
+    skip_wal_fsync: bool,
 ) -> std::io::Result<(mpsc::Sender<Request>, Vec<std::thread::JoinHandle<()>>)> {
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_REQUESTS_MAX);
     let (sync_tx, sync_rx) = std_mpsc::sync_channel(SYNC_QUEUE_JOBS_MAX);
@@ -113,7 +114,7 @@ pub(crate) fn spawn(
     };
     let syncer = std::thread::Builder::new()
         .name("sluice-syncer".into())
-        .spawn(move || run_syncer(&db, &sync_rx, &stats, &poison))?;
+        .spawn(move || run_syncer(&db, &sync_rx, &stats, &poison, skip_wal_fsync))?;
     Ok((tx, vec![writer, syncer]))
 }
 
@@ -192,7 +193,13 @@ fn apply_op(db: &DB, batch: &mut WriteBatch, op: Op) -> Result<(), StorageError>
     Ok(())
 }
 
-fn run_syncer(db: &DB, rx: &std_mpsc::Receiver<SyncJob>, stats: &WriterStats, poison: &Poison) {
+fn run_syncer(
+    db: &DB,
+    rx: &std_mpsc::Receiver<SyncJob>,
+    stats: &WriterStats,
+    poison: &Poison,
+    skip_wal_fsync: bool,
+) {
     while let Ok(first) = rx.recv() {
         let mut callbacks = first.callbacks;
         while let Ok(job) = rx.try_recv() {
@@ -201,7 +208,8 @@ fn run_syncer(db: &DB, rx: &std_mpsc::Receiver<SyncJob>, stats: &WriterStats, po
         // Everything these callbacks wait for was written before their job was queued, so one
         // WAL fsync now covers all of them.
         crate::crash_point("log_before_fsync");
-        let result = poison.check().and_then(|()| db.flush_wal(true).map_err(StorageError::from));
+        // `skip_wal_fsync` is the ack-before-fsync sabotage (StorageOptions): never in production.
+        let result = poison.check().and_then(|()| db.flush_wal(!skip_wal_fsync).map_err(StorageError::from));
         crate::crash_point("log_after_fsync_before_ack");
         if let Err(error) = &result {
             poison.set(error);

@@ -341,5 +341,19 @@ fn mutated_histories_are_caught() {
     let mut shrunk = drained();
     shrunk.ops.retain(|op| !matches!(op.value, OpValue::Offsets(_)));
     shrunk.offsets(3, &[(0, 0, 8), (1, 0, 5)]);
-    assert_only(&shrunk.check(), &[(READ_PAST_END, 2)]);
+    assert_only(&shrunk.check(), &[(READ_PAST_END, 2), (LOST_WRITE, 2)]);
+
+    // The log ends below acknowledged records nobody read (acknowledged before an fsync,
+    // then a power cut): the log lost them, even though no read went past its end.
+    let mut cut = drained();
+    mutate_polls(&mut cut, 0, |pairs| pairs.retain(|(o, _)| *o < 7));
+    cut.ops.retain(|op| !matches!(op.value, OpValue::Offsets(_)));
+    cut.offsets(3, &[(0, 0, 7), (1, 0, 5)]);
+    assert_only(&cut.check(), &[(LOST_WRITE, 3), (UNSEEN, 3)]);
+
+    // The cluster lost the topic: the final offsets record an empty log.
+    let mut gone = drained();
+    gone.ops.retain(|op| !matches!(op.value, OpValue::Offsets(_)));
+    gone.offsets(3, &[(0, 0, 0), (1, 0, 0)]);
+    assert_only(&gone.check(), &[(READ_PAST_END, 15), (LOST_WRITE, 15)]);
 }

@@ -6,11 +6,12 @@
 # - librocksdb-dev: Debian's RocksDB 7.8 is linked instead of compiling the bundled C++ (~20 min);
 #   see docs/decisions/0002-system-rocksdb.md.
 # - iptables, iproute2: the fault tests partition nodes inside network namespaces.
+# - libfaketime: the fault tests' clock-jump scenario moves a node's wall clock.
 # - python3 with venv and pip: the Python client's tests (a machine that has its own CPython,
 #   as this project's machines do, needs none of them).
 set -euo pipefail
 
-packages=(libclang-dev librocksdb-dev pkg-config iptables iproute2)
+packages=(libclang-dev librocksdb-dev pkg-config iptables iproute2 libfaketime)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   packages+=(python3 python3-venv python3-pip)
 fi

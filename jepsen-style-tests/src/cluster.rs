@@ -21,13 +21,44 @@ heartbeat_interval_ms = 300
 session_timeout_ms = 2000
 
 [storage]
-write_buffer_bytes = 8388608
+write_buffer_bytes = {write_buffer_bytes}
 block_cache_bytes = 16777216
 
 [limits]
 disk_free_bytes_min = 67108864
 memory_budget_bytes = 536870912
 ";
+
+/// The nodes' memtable size unless a scenario asks for another (each node's config).
+const WRITE_BUFFER_BYTES: u64 = 8 << 20;
+
+/// How a scenario wants its cluster set up beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// `SLUICE_SABOTAGE` for the nodes: a deliberately broken (debug) build.
+    pub sabotage: Option<String>,
+    /// Each node's directory a tmpfs of this many bytes (root only), so its disk can fill.
+    pub disk_bytes: Option<u64>,
+    /// The `sluice-lazyfs` binary: each node's data directory a lazy filesystem whose power can
+    /// be cut (root only).
+    pub lazyfs: Option<PathBuf>,
+    /// The nodes' memtable size (small ones flush often, so a run has SST files).
+    pub write_buffer_bytes: Option<u64>,
+    /// libfaketime, preloaded into every node so that its wall clock can jump
+    /// ([`ChaosCluster::jump_clock`]); the monotonic clock is left alone.
+    pub faketime: Option<PathBuf>,
+}
+
+/// Where Debian's libfaketime (multi-threaded build) may be.
+const LIBFAKETIME: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+];
+
+/// libfaketime, if installed.
+pub fn libfaketime() -> Option<PathBuf> {
+    LIBFAKETIME.iter().map(PathBuf::from).find(|p| p.exists())
+}
 
 #[derive(Debug)]
 struct Node {
@@ -50,6 +81,7 @@ pub struct ChaosCluster {
     lazyfs: Option<PathBuf>,
     /// Node `id`'s lazy filesystem at index `id - 1`, while mounted.
     mounts: Vec<Option<LazyMount>>,
+    faketime: Option<PathBuf>,
 }
 
 /// The file that fills a node's disk.
@@ -62,10 +94,10 @@ impl ChaosCluster {
         n: u64,
         dir: &Path,
         sluiced: &Path,
-        sabotage: Option<String>,
-        disk_bytes: Option<u64>,
-        lazyfs: Option<&Path>,
+        options: ClusterOptions,
     ) -> anyhow::Result<ChaosCluster> {
+        let ClusterOptions { sabotage, disk_bytes, lazyfs, write_buffer_bytes, faketime } = options;
+        let write_buffer_bytes = write_buffer_bytes.unwrap_or(WRITE_BUFFER_BYTES);
         let controllers: Vec<String> =
             (1..=n).map(|id| format!("{{ id = {id}, addr = \"{}\" }}", topology.grpc_addr(id))).collect();
         for id in 1..=n {
@@ -77,13 +109,14 @@ impl ChaosCluster {
             let config = format!(
                 "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{bind}\"\nadvertised_addr = \"{grpc}\"\n\
                  http_addr = \"{http}\"\ncontrollers = [{controllers}]\npeer_dial_overrides = {{ {overrides} }}\n\n\
-                 {NODE_CONFIG}",
+                 {node_config}",
                 data = data_dir(dir, id).display(),
                 bind = topology.bind_addr(id),
                 grpc = topology.grpc_addr(id),
                 http = topology.http_addr(id),
                 controllers = controllers.join(", "),
                 overrides = overrides.join(", "),
+                node_config = NODE_CONFIG.replace("{write_buffer_bytes}", &write_buffer_bytes.to_string()),
             );
             std::fs::write(dir.join(format!("node{id}.toml")), config)?;
         }
@@ -94,8 +127,9 @@ impl ChaosCluster {
             sabotage,
             nodes: (0..n).map(|_| Node { child: None, paused: false }).collect(),
             disk_bytes,
-            lazyfs: lazyfs.map(Path::to_path_buf),
+            lazyfs,
             mounts: (0..n).map(|_| None).collect(),
+            faketime,
         };
         if let Some(bytes) = disk_bytes {
             for id in 1..=n {
@@ -167,6 +201,39 @@ impl ChaosCluster {
         &mut self.nodes[index(id)]
     }
 
+    fn clock_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}.faketime"))
+    }
+
+    /// Sets node `id`'s wall clock `offset_secs` away from the real one (taking effect within a
+    /// second). Needs a cluster started with libfaketime.
+    pub fn jump_clock(&self, id: u64, offset_secs: i64) -> anyhow::Result<()> {
+        if self.faketime.is_none() {
+            bail!("the nodes run without libfaketime");
+        }
+        std::fs::write(self.clock_file(id), format!("{offset_secs:+}\n"))?;
+        Ok(())
+    }
+
+    /// Whether node `id`'s running process has `library` mapped (say, a preloaded one).
+    pub fn has_loaded(&mut self, id: u64, library: &str) -> bool {
+        let Some(child) = &self.node(id).child else { return false };
+        std::fs::read_to_string(format!("/proc/{}/maps", child.id())).is_ok_and(|maps| maps.contains(library))
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        data_dir(&self.dir, id)
+    }
+
+    /// How node `id`'s process ended, once it has (it is then no longer counted as running).
+    pub fn exited(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let node = self.node(id);
+        let status = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten())?;
+        node.child = None;
+        Some(status)
+    }
+
     /// The directory holding node `id`'s data directory (its own tmpfs when disks are sized).
     pub fn disk_root(&self, id: u64) -> PathBuf {
         self.dir.join(format!("node{id}"))
@@ -236,6 +303,18 @@ impl ChaosCluster {
         let mut command = self.topology.command(id, &self.sluiced);
         if let Some(sabotage) = &self.sabotage {
             command.env("SLUICE_SABOTAGE", sabotage);
+        }
+        if let Some(library) = &self.faketime {
+            let clock = self.clock_file(id);
+            if !clock.exists() {
+                std::fs::write(&clock, "+0\n")?;
+            }
+            // The offset is read from the file again every second; CLOCK_MONOTONIC is not faked.
+            command
+                .env("LD_PRELOAD", library)
+                .env("FAKETIME_TIMESTAMP_FILE", clock)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         let child = command
             .arg("--config")

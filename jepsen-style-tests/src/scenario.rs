@@ -11,8 +11,10 @@ use serde::Serialize;
 use sluice_client::proto as pb;
 use tokio::time::Instant;
 
+mod damage;
+
 use crate::checker::{self, Report};
-use crate::cluster::{ChaosCluster, arm_crash_point, leader_of, status};
+use crate::cluster::{ChaosCluster, ClusterOptions, arm_crash_point, leader_of, status};
 use crate::history::{Key, Offset, OpType, OpValue, Recorder};
 use crate::net::{Topology, Unsupported};
 use crate::replicas::{self, ReplicaCheck};
@@ -57,13 +59,19 @@ pub enum Kind {
     /// 12: power cuts (each node's disk a `sluice-lazyfs` that loses what was not fsynced): the
     /// leader, then one node while another is paused, then all three at once (root only).
     PowerLoss,
+    /// 14: bits flipped in the middle of a stopped node's WAL, in its MANIFEST, in an SST's
+    /// footer; it must refuse to start, and comes back from an undamaged copy.
+    Corruption,
+    /// 15: every few seconds one node's wall clock jumps by ±1–300 s (libfaketime); its
+    /// monotonic clock runs on.
+    ClockJumps,
     /// 17: every 10 s a random few of {kill, pause, isolate, client cut, packet loss} on random
     /// nodes, about a quarter of the periods quiet.
     Mixed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 16] = [
         Kind::LeaderKill,
         Kind::LeaderPause,
         Kind::ClientCutKill,
@@ -77,9 +85,11 @@ impl Kind {
         Kind::RollingRestart,
         Kind::DiskFull,
         Kind::PowerLoss,
+        Kind::Corruption,
+        Kind::ClockJumps,
         Kind::Mixed,
     ];
-    pub const QUICK: [Kind; 7] = [
+    pub const QUICK: [Kind; 9] = [
         Kind::LeaderKill,
         Kind::LeaderPause,
         Kind::ClientCutKill,
@@ -87,6 +97,8 @@ impl Kind {
         Kind::FollowerFaults,
         Kind::CrashPoints,
         Kind::RegistryIsolate,
+        Kind::Corruption,
+        Kind::ClockJumps,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +116,8 @@ impl Kind {
             Kind::RollingRestart => "rolling-restart",
             Kind::DiskFull => "disk-full",
             Kind::PowerLoss => "power-loss",
+            Kind::Corruption => "corruption",
+            Kind::ClockJumps => "clock-jumps",
             Kind::Mixed => "mixed",
         }
     }
@@ -115,6 +129,9 @@ impl Kind {
                 Some("needs root to mount a size-capped tmpfs per node")
             }
             Kind::PowerLoss => sluice_lazyfs::mount::available().err(),
+            Kind::ClockJumps if crate::cluster::libfaketime().is_none() => {
+                Some("needs libfaketime (Debian's libfaketime package)")
+            }
             _ => None,
         }
     }
@@ -134,6 +151,11 @@ impl Kind {
     /// Each node's data directory on a lazy filesystem whose power can be cut.
     fn lazy_disks(self) -> bool {
         self == Kind::PowerLoss
+    }
+
+    /// The nodes' memtable size: small where a scenario needs SST files early.
+    fn write_buffer_bytes(self) -> Option<u64> {
+        (self == Kind::Corruption).then_some(1 << 20)
     }
 
     /// Needs the userspace proxies whatever the environment offers.
@@ -621,51 +643,6 @@ impl Nemesis<'_> {
     }
 
     /// Scenario 17: random faults in 10 s periods, each healed before the next.
-    /// Scenario 12: what was acknowledged survives power cuts, which lose every write a node
-    /// had not fsynced (kill -9 keeps them in the page cache).
-    async fn power_loss(&mut self, profile: &Profile) -> anyhow::Result<()> {
-        // The leader of key 0: its unsynced tail goes, and a new leader takes over.
-        let Some(leader) = self.leader(0).await else { bail!("no leader to cut") };
-        let result = self.cluster.power_cut(leader);
-        let i = self.record("power-cut-leader", Some(leader), Some(0), result);
-        self.limits(i, Some(5_000), None);
-        self.wait(DOWN_FOR).await;
-        self.cluster.start_node(leader)?;
-        self.healed(i);
-        self.wait(profile.hold / 3).await;
-
-        // One node paused and another cut: no quorum until both are back, and the cut node
-        // restarts while the paused one still holds what it had not fsynced.
-        let Some(leader) = self.leader(1).await else { bail!("no leader to pause") };
-        let Some(other) = self.cluster.ids().into_iter().find(|id| *id != leader) else { bail!("one node") };
-        let paused = self.cluster.pause(leader);
-        let i = self.record("pause-leader", Some(leader), Some(1), paused);
-        let cut = self.cluster.power_cut(other);
-        let j = self.record("power-cut-other", Some(other), Some(1), cut);
-        self.wait(DOWN_FOR).await;
-        self.cluster.start_node(other)?;
-        self.healed(j);
-        self.wait(DOWN_FOR).await;
-        self.cluster.resume(leader)?;
-        self.healed(i);
-        self.limits(j, Some(20_000), None);
-        self.wait(profile.hold / 3).await;
-
-        // All three at once: only what a majority fsynced can still be there.
-        let mut result = Ok(());
-        for id in self.cluster.ids() {
-            if let Err(e) = self.cluster.power_cut(id) {
-                result = Err(e);
-            }
-        }
-        let i = self.record("power-cut-all", None, Some(0), result);
-        self.limits(i, Some(20_000), None);
-        self.wait(DOWN_FOR).await;
-        self.cluster.restore_all()?;
-        self.healed(i);
-        Ok(())
-    }
-
     async fn mixed(&mut self, window_end: Instant) -> anyhow::Result<()> {
         const PERIOD: Duration = Duration::from_secs(10);
         const HOLD: Duration = Duration::from_secs(6);
@@ -790,6 +767,8 @@ impl Nemesis<'_> {
             Kind::RollingRestart => self.rolling_restart().await?,
             Kind::DiskFull => self.disk_full(profile).await?,
             Kind::PowerLoss => self.power_loss(profile).await?,
+            Kind::Corruption => self.corruption().await?,
+            Kind::ClockJumps => self.clock_jumps(window_end).await?,
             Kind::Mixed => self.mixed(window_end).await?,
             Kind::SlowNetwork => {
                 let delay = Duration::from_millis(75);
@@ -997,15 +976,14 @@ pub async fn run(
     if let Some(why) = kind.unavailable() {
         bail!("{} cannot run here: it {why}", kind.name());
     }
-    let mut cluster = ChaosCluster::start(
-        topology,
-        3,
-        &dir,
-        &options.sluiced,
-        options.sabotage.clone(),
-        kind.disk_bytes(),
-        kind.lazy_disks().then_some(options.lazyfs.as_path()),
-    )?;
+    let cluster_options = ClusterOptions {
+        sabotage: options.sabotage.clone(),
+        disk_bytes: kind.disk_bytes(),
+        lazyfs: kind.lazy_disks().then(|| options.lazyfs.clone()),
+        write_buffer_bytes: kind.write_buffer_bytes(),
+        faketime: (kind == Kind::ClockJumps).then(crate::cluster::libfaketime).flatten(),
+    };
+    let mut cluster = ChaosCluster::start(topology, 3, &dir, &options.sluiced, cluster_options)?;
     let groups = wait_ready(&cluster).await?;
 
     let recorder = Arc::new(Recorder::new(std::time::Instant::now()));

@@ -277,7 +277,12 @@ pub async fn final_offsets(
     let process = shared.new_process();
     shared.recorder.record(process, OpType::Invoke, F::ListOffsets, OpValue::Offsets(BTreeMap::new()), None);
     let mut bounds = BTreeMap::new();
-    for key in all_keys(shared) {
+    let keys = all_keys(shared);
+    for (done, key) in keys.iter().copied().enumerate() {
+        // Each key gets an equal share of what is left, so one that never answers does not
+        // take the others' time.
+        let left = u32::try_from(keys.len() - done).unwrap_or(1);
+        let deadline = Instant::now() + deadline.saturating_duration_since(Instant::now()) / left;
         let mut consumer = Consumer::new(
             client.cluster.clone(),
             &shared.config.topic,

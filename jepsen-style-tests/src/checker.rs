@@ -33,7 +33,11 @@ pub const OFFSET_HOLE: &str = "offset-hole";
 pub const READ_PAST_END: &str = "read-past-high-watermark";
 
 /// Every anomaly the checker looks for, all of them errors.
-pub const ANOMALIES: [&str; 14] = [
+/// The fsync audit's finding (power-loss scenario only, [`fsync_audit`]): an acknowledged send
+/// during which fewer than two nodes completed a WAL fsync.
+pub const UNSYNCED_ACK: &str = "unsynced-ack";
+
+pub const ANOMALIES: [&str; 15] = [
     LOST_WRITE,
     UNSEEN,
     DUPLICATE,
@@ -48,6 +52,7 @@ pub const ANOMALIES: [&str; 14] = [
     REALTIME_SEND_ORDER,
     OFFSET_HOLE,
     READ_PAST_END,
+    UNSYNCED_ACK,
 ];
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -512,3 +517,41 @@ pub fn max_gap_in(times: &[u64], from: u64, to: u64) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// The times (ns since the run started, sorted) at which one node's WAL fsyncs completed, from
+/// its lazy filesystem's sync log (`<CLOCK_MONOTONIC ns> <path>` lines; WAL files end in
+/// `.log`). `start_mono_ns` is the run's start on the same clock.
+pub fn wal_sync_times(log: &str, start_mono_ns: u128) -> Vec<u64> {
+    let mut times: Vec<u64> = log
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(_, path)| std::path::Path::new(path).extension().is_some_and(|e| e == "log"))
+        .filter_map(|(ns, _)| ns.parse::<u128>().ok()?.checked_sub(start_mono_ns))
+        .filter_map(|ns| u64::try_from(ns).ok())
+        .collect();
+    times.sort_unstable();
+    times
+}
+
+/// The fsync audit: an acknowledgement means the batch was fsynced on a majority, so while each
+/// acknowledged send was in flight at least two nodes must have completed a WAL fsync
+/// (`wal_syncs`: one sorted list of times per node). A build that acknowledges before its fsync,
+/// or never fsyncs, fails it; an fsync of someone else's batch in the same window also counts,
+/// so it cannot tell which bytes were synced.
+pub fn fsync_audit(history: &[Op], wal_syncs: &[Vec<u64>], report: &mut Report) {
+    for p in pairs(history) {
+        if p.done.kind != OpType::Ok || p.done.f != F::Send {
+            continue;
+        }
+        let (from, to) = (p.invoke.time_ns, p.done.time_ns);
+        let synced = wal_syncs
+            .iter()
+            .filter(|times| times.get(times.partition_point(|t| *t < from)).is_some_and(|t| *t <= to))
+            .count();
+        if synced < 2 {
+            report.flag(UNSYNCED_ACK, || {
+                format!("send acknowledged at {to} ns (invoked at {from}): WAL fsyncs on {synced} node(s) meanwhile")
+            });
+        }
+    }
+}

@@ -165,9 +165,15 @@ impl ChaosCluster {
             .append(true)
             .open(self.dir.join(format!("node{id}-lazyfs.log")))?;
         let backing = self.disk_root(id).join("backing");
-        let mount = LazyMount::start(binary, &backing, &data_dir(&self.dir, id), log.into())?;
+        let syncs = self.sync_log(id);
+        let mount = LazyMount::start(binary, &backing, &data_dir(&self.dir, id), Some(&syncs), log.into())?;
         self.mounts[index(id)] = Some(mount);
         Ok(())
+    }
+
+    /// Where node `id`'s lazy filesystem logs its fsyncs (see `sluice_lazyfs::fs::SyncLog`).
+    pub fn sync_log(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}-syncs.log"))
     }
 
     /// Cuts node `id`'s power: the process dies with everything its disk had not fsynced.

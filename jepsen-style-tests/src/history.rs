@@ -82,12 +82,23 @@ pub struct Op {
 #[derive(Debug)]
 pub struct Recorder {
     start: Instant,
+    /// `start` on `CLOCK_MONOTONIC`, in ns: other processes' logs (the lazy filesystem's fsyncs)
+    /// use that clock.
+    start_mono_ns: u128,
     ops: Mutex<Vec<Op>>,
 }
 
 impl Recorder {
     pub fn new(start: Instant) -> Recorder {
-        Recorder { start, ops: Mutex::new(Vec::new()) }
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let mono_now = u128::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
+            + u128::try_from(now.tv_nsec).unwrap_or(0);
+        let start_mono_ns = mono_now.saturating_sub(start.elapsed().as_nanos());
+        Recorder { start, start_mono_ns, ops: Mutex::new(Vec::new()) }
+    }
+
+    pub fn start_mono_ns(&self) -> u128 {
+        self.start_mono_ns
     }
 
     /// Nanoseconds since the run started.

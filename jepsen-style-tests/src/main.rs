@@ -41,8 +41,8 @@ enum Command {
         /// Break the nodes on purpose (`SLUICE_SABOTAGE`, e.g. skip-dedup; debug builds only).
         #[arg(long)]
         sabotage: Option<String>,
-        /// With --sabotage: succeed only if every scenario reports this anomaly, or one of a
-        /// comma-separated list (the suite catches the broken build).
+        /// With --sabotage: succeed only if every scenario reports this anomaly (the suite
+        /// catches the broken build). `a,b` is either of them; `a+b` both.
         #[arg(long)]
         expect: Option<String>,
     },
@@ -152,8 +152,9 @@ async fn main() -> anyhow::Result<ExitCode> {
             }
             print_table(&results);
             if let Some(expect) = expect {
-                let any_of: Vec<&str> = expect.split(',').map(str::trim).collect();
-                let caught = results.iter().all(|r| any_of.iter().any(|a| r.report.count(a) > 0));
+                let caught = results.iter().all(|r| {
+                    expect.split(',').any(|all| all.split('+').all(|a| r.report.count(a.trim()) > 0))
+                });
                 println!(
                     "{}: the deliberately broken build was {} (expected anomaly {expect})",
                     if caught { "OK" } else { "FAIL" },

@@ -68,6 +68,42 @@ impl State {
     }
 }
 
+/// The most lines a sync log takes; later fsyncs are not logged (the log says so once).
+const SYNC_LOG_LINES_MAX: u64 = 2_000_000;
+
+/// One line per fsync: `<CLOCK_MONOTONIC ns> <path>`, written when the data is durable and
+/// before the fsync returns. The fault tests' fsync audit reads it beside the history.
+#[derive(Debug)]
+pub struct SyncLog {
+    file: File,
+    lines: u64,
+}
+
+impl SyncLog {
+    /// Appends to `path`.
+    pub fn open(path: &Path) -> io::Result<SyncLog> {
+        Ok(SyncLog { file: OpenOptions::new().create(true).append(true).open(path)?, lines: 0 })
+    }
+
+    fn note(&mut self, path: &Path) {
+        use std::io::Write;
+        if self.lines > SYNC_LOG_LINES_MAX {
+            return;
+        }
+        self.lines += 1;
+        let line = if self.lines > SYNC_LOG_LINES_MAX {
+            "full: later fsyncs are not logged\n".to_string()
+        } else {
+            let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+            let ns = u128::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
+                + u128::try_from(now.tv_nsec).unwrap_or(0);
+            format!("{ns} {}\n", path.display())
+        };
+        // A line lost to a failed write only weakens the audit; the fsync itself succeeded.
+        let _ = self.file.write_all(line.as_bytes());
+    }
+}
+
 /// The filesystem. `unsynced_max` bounds the memory of unsynced pages: past it the file
 /// holding the most is written back, as a kernel's writeback may do at any time.
 #[derive(Debug)]
@@ -75,13 +111,14 @@ pub struct LazyFs {
     backing: PathBuf,
     unsynced_max: u64,
     state: Mutex<State>,
+    sync_log: Option<Mutex<SyncLog>>,
 }
 
 impl LazyFs {
-    pub fn new(backing: PathBuf, unsynced_max: u64) -> Self {
+    pub fn new(backing: PathBuf, unsynced_max: u64, sync_log: Option<SyncLog>) -> Self {
         let mut state = State { next_ino: INodeNo::ROOT.0, ..State::default() };
         state.intern(Path::new(""));
-        LazyFs { backing, unsynced_max, state: Mutex::new(state) }
+        LazyFs { backing, unsynced_max, state: Mutex::new(state), sync_log: sync_log.map(Mutex::new) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -432,7 +469,12 @@ impl Filesystem for LazyFs {
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let mut state = self.state();
         match self.write_back(&mut state, ino.0) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                if let (Some(log), Ok(path)) = (&self.sync_log, state.path(ino.0)) {
+                    log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).note(path);
+                }
+                reply.ok();
+            }
             Err(e) => reply.error(e),
         }
     }

@@ -35,19 +35,27 @@ pub struct LazyMount {
 }
 
 impl LazyMount {
-    /// Starts `binary` serving `backing` at `mount` and waits until the mount is there.
-    pub fn start(binary: &Path, backing: &Path, mount: &Path, log: Stdio) -> anyhow::Result<LazyMount> {
+    /// Starts `binary` serving `backing` at `mount` and waits until the mount is there. Its
+    /// fsyncs are logged to `sync_log`, if given.
+    pub fn start(
+        binary: &Path,
+        backing: &Path,
+        mount: &Path,
+        sync_log: Option<&Path>,
+        log: Stdio,
+    ) -> anyhow::Result<LazyMount> {
         std::fs::create_dir_all(backing)?;
         std::fs::create_dir_all(mount)?;
         let mount = mount.canonicalize()?;
         if is_mounted(&mount) {
             bail!("{} is already a mount point", mount.display());
         }
-        let child = Command::new(binary)
-            .arg("--backing")
-            .arg(backing)
-            .arg("--mount")
-            .arg(&mount)
+        let mut command = Command::new(binary);
+        command.arg("--backing").arg(backing).arg("--mount").arg(&mount);
+        if let Some(path) = sync_log {
+            command.arg("--sync-log").arg(path);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

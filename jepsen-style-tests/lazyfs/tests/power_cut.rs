@@ -27,7 +27,8 @@ fn a_power_cut_keeps_exactly_what_was_fsynced() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (backing, mnt) = (dir.path().join("backing"), dir.path().join("mnt"));
-    let lazy = LazyMount::start(Path::new(BINARY), &backing, &mnt, Stdio::inherit()).unwrap();
+    let syncs = dir.path().join("syncs.log");
+    let lazy = LazyMount::start(Path::new(BINARY), &backing, &mnt, Some(&syncs), Stdio::inherit()).unwrap();
     let m = lazy.mount_point().to_path_buf();
     fs::create_dir(m.join("db")).unwrap();
     write(&m.join("db/wal"), b"synced;", true);
@@ -45,7 +46,7 @@ fn a_power_cut_keeps_exactly_what_was_fsynced() {
     assert_eq!(fs::read(backing.join("db/current")).unwrap(), vec![9u8; 10_000]);
     assert!(!backing.join("db/tmp").exists(), "the rename is durable");
 
-    let lazy = LazyMount::start(Path::new(BINARY), &backing, &mnt, Stdio::inherit()).unwrap();
+    let lazy = LazyMount::start(Path::new(BINARY), &backing, &mnt, Some(&syncs), Stdio::inherit()).unwrap();
     let m = lazy.mount_point().to_path_buf();
     assert_eq!(fs::read(m.join("db/wal")).unwrap(), b"synced;");
     write(&m.join("db/wal"), b"again;", true);
@@ -53,4 +54,8 @@ fn a_power_cut_keeps_exactly_what_was_fsynced() {
     drop(lazy);
     assert_eq!(fs::read(backing.join("db/wal")).unwrap(), b"synced;again;");
     assert!(!backing.join("db/never").exists());
+    // Three fsyncs, each logged with its time and path.
+    let logged = fs::read_to_string(&syncs).unwrap();
+    let paths: Vec<&str> = logged.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+    assert_eq!(paths, ["db/wal", "db/tmp", "db/wal"], "{logged}");
 }

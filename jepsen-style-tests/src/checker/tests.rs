@@ -357,3 +357,31 @@ fn mutated_histories_are_caught() {
     gone.offsets(3, &[(0, 0, 0), (1, 0, 0)]);
     assert_only(&gone.check(), &[(READ_PAST_END, 15), (LOST_WRITE, 15)]);
 }
+
+/// The fsync audit: a send acknowledged while fewer than two nodes completed a WAL fsync is
+/// flagged; fsyncs of other files (a MANIFEST, an SST) do not count.
+#[test]
+fn acknowledgements_without_two_wal_fsyncs_in_flight_are_flagged() {
+    let mut h = History::default();
+    h.send(1, 0, 100, 0); // invoked at 0 ns, acknowledged at 1,000
+    h.send(1, 0, 101, 1); // 2,000 .. 3,000
+    h.send(1, 0, 102, 2); // 4,000 .. 5,000
+    h.poll(2, 0, &[(0, 100), (1, 101), (2, 102)]);
+    let start = 7_000_000_000u128;
+    let node1 = format!(
+        "{} 000004.log\n{} MANIFEST-000005\n{} 000004.log\n",
+        start + 500,
+        start + 2_500,
+        start + 4_000
+    );
+    let node2 =
+        format!("{} 000009.log\n{} 000012.sst\n{} 000009.log\n", start + 1_000, start + 2_600, start + 4_999);
+    let node3 = format!("{} 000004.log\n", start - 1);
+    let syncs: Vec<Vec<u64>> = [node1, node2, node3].iter().map(|log| wal_sync_times(log, start)).collect();
+    assert_eq!(syncs[0], [500, 4_000]);
+    assert_eq!(syncs[2], Vec::<u64>::new(), "an fsync before the run started is not counted");
+    let mut report = h.check();
+    fsync_audit(&h.ops, &syncs, &mut report);
+    assert_only(&report, &[(UNSYNCED_ACK, 1)]);
+    assert!(report.anomalies[UNSYNCED_ACK].examples[0].contains("on 0 node(s)"), "{report:#?}");
+}

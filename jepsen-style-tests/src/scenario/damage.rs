@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::{DOWN_FOR, Nemesis, Profile};
-use crate::history::Key;
+use crate::checker::{self, Report};
+use crate::cluster::ChaosCluster;
+use crate::history::{Key, Op, Recorder};
 
 /// How long a damaged node is given to refuse to start.
 const REFUSAL_WAIT: Duration = Duration::from_secs(10);
@@ -109,6 +111,20 @@ fn settled_sst(dir: &Path) -> Option<PathBuf> {
         .filter(|(modified, _)| *modified < settled)
         .min()
         .map(|(_, path)| path)
+}
+
+/// Scenario 12's fsync audit: the nodes' lazy filesystems logged their fsyncs; every
+/// acknowledged send must have seen WAL fsyncs complete on two nodes while it was in flight.
+pub(super) fn fsync_audit(cluster: &ChaosCluster, recorder: &Recorder, history: &[Op], report: &mut Report) {
+    let syncs: Vec<Vec<u64>> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| {
+            let log = std::fs::read_to_string(cluster.sync_log(id)).unwrap_or_default();
+            checker::wal_sync_times(&log, recorder.start_mono_ns())
+        })
+        .collect();
+    checker::fsync_audit(history, &syncs, report);
 }
 
 /// Copies the files of `from` (and its directories) into a new `to`.

@@ -37,7 +37,11 @@ pub const READ_PAST_END: &str = "read-past-high-watermark";
 /// during which fewer than two nodes completed a WAL fsync.
 pub const UNSYNCED_ACK: &str = "unsynced-ack";
 
-pub const ANOMALIES: [&str; 15] = [
+/// The corruption scenario's finding: a node started on a disk it had damaged files on, and
+/// served from it, instead of refusing to start.
+pub const UNDETECTED_DAMAGE: &str = "undetected-damage";
+
+pub const ANOMALIES: [&str; 16] = [
     LOST_WRITE,
     UNSEEN,
     DUPLICATE,
@@ -53,6 +57,7 @@ pub const ANOMALIES: [&str; 15] = [
     OFFSET_HOLE,
     READ_PAST_END,
     UNSYNCED_ACK,
+    UNDETECTED_DAMAGE,
 ];
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -82,7 +87,7 @@ impl Report {
         self.anomalies.values().map(|a| a.count).sum()
     }
 
-    fn flag(&mut self, anomaly: &str, example: impl FnOnce() -> String) {
+    pub(crate) fn flag(&mut self, anomaly: &str, example: impl FnOnce() -> String) {
         let entry = self.anomalies.entry(anomaly.to_string()).or_default();
         entry.count += 1;
         if entry.examples.len() < EXAMPLES_MAX {

@@ -153,6 +153,17 @@ impl Kind {
         self == Kind::PowerLoss
     }
 
+    /// How this scenario's cluster differs from the default one.
+    fn cluster_options(self, options: &RunOptions) -> ClusterOptions {
+        ClusterOptions {
+            sabotage: options.sabotage.clone(),
+            disk_bytes: self.disk_bytes(),
+            lazyfs: self.lazy_disks().then(|| options.lazyfs.clone()),
+            write_buffer_bytes: self.write_buffer_bytes(),
+            faketime: (self == Kind::ClockJumps).then(crate::cluster::libfaketime).flatten(),
+        }
+    }
+
     /// The nodes' memtable size: small where a scenario needs SST files early.
     fn write_buffer_bytes(self) -> Option<u64> {
         (self == Kind::Corruption).then_some(1 << 20)
@@ -315,6 +326,8 @@ struct Nemesis<'a> {
     faults: Vec<FaultRecord>,
     /// What the nemesis itself saw go wrong (beyond the history's anomalies).
     problems: Vec<String>,
+    /// Anomalies the nemesis observed directly (not from the history), added to the report.
+    anomalies: Vec<(&'static str, String)>,
     rng: Rng,
 }
 
@@ -979,14 +992,8 @@ pub async fn run(
     if let Some(why) = kind.unavailable() {
         bail!("{} cannot run here: it {why}", kind.name());
     }
-    let cluster_options = ClusterOptions {
-        sabotage: options.sabotage.clone(),
-        disk_bytes: kind.disk_bytes(),
-        lazyfs: kind.lazy_disks().then(|| options.lazyfs.clone()),
-        write_buffer_bytes: kind.write_buffer_bytes(),
-        faketime: (kind == Kind::ClockJumps).then(crate::cluster::libfaketime).flatten(),
-    };
-    let mut cluster = ChaosCluster::start(topology, 3, &dir, &options.sluiced, cluster_options)?;
+    let mut cluster =
+        ChaosCluster::start(topology, 3, &dir, &options.sluiced, kind.cluster_options(options))?;
     let groups = wait_ready(&cluster).await?;
 
     let recorder = Arc::new(Recorder::new(std::time::Instant::now()));
@@ -1014,11 +1021,13 @@ pub async fn run(
         recorder: &recorder,
         faults: Vec::new(),
         problems: Vec::new(),
+        anomalies: Vec::new(),
         rng,
     };
     let nemesis_result = nemesis.run(kind, profile, window_end).await;
     let mut faults = std::mem::take(&mut nemesis.faults);
     let nemesis_problems = std::mem::take(&mut nemesis.problems);
+    let nemesis_anomalies = std::mem::take(&mut nemesis.anomalies);
     // Heal everything, whatever happened.
     cluster.topology.heal()?;
     cluster.restore_all()?;
@@ -1033,9 +1042,8 @@ pub async fn run(
     let replicas =
         replicas::compare(&cluster.addrs(), TOPIC, KEYS, &targets(&history), Duration::from_secs(15)).await;
     let mut report = checker::check(&history);
-    if kind.lazy_disks() {
-        damage::fsync_audit(&cluster, &recorder, &history, &mut report);
-    }
+    let audit = kind.lazy_disks().then_some((&cluster, recorder.as_ref()));
+    damage::add_findings(audit, &history, nemesis_anomalies, &mut report);
     crate::history::write_jsonl(&dir.join("history.jsonl"), &history)?;
 
     // Figures.

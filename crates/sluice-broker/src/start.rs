@@ -47,6 +47,7 @@ pub async fn start_node(config: NodeConfig, sabotage: Sabotage) -> anyhow::Resul
             block_cache_bytes: config.storage.block_cache_bytes,
             direct_io_flush: config.storage.direct_io_flush,
             skip_wal_fsync: sabotage.ack_before_fsync,
+            tolerate_wal_damage: sabotage.tolerate_wal_damage,
         },
     )
     .with_context(|| format!("open storage in {}", config.data_dir.display()))?;

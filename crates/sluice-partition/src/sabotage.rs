@@ -22,6 +22,12 @@ pub struct Sabotage {
     /// The storage acknowledges durable writes (log entries, votes) without fsyncing its WAL:
     /// only a power loss tells (the fault tests' lazy filesystem).
     pub ack_before_fsync: bool,
+    /// The storage replays a damaged WAL up to the damage and starts with what came before
+    /// (RocksDB's `PointInTime` recovery) instead of refusing to start.
+    pub tolerate_wal_damage: bool,
+    /// Fetches and pushes also serve the log entries past the high watermark, committed or
+    /// not, numbered on from it as if they were.
+    pub serve_past_high_watermark: bool,
 }
 
 /// A sabotage name this build does not know.
@@ -38,10 +44,18 @@ impl Sabotage {
         skip_fetch_batch: false,
         commit_without_quorum: false,
         ack_before_fsync: false,
+        tolerate_wal_damage: false,
+        serve_past_high_watermark: false,
     };
     /// Every name [`Sabotage::parse`] accepts.
-    pub const NAMES: &'static [&'static str] =
-        &["skip-dedup", "skip-fetch-batch", "commit-without-quorum", "ack-before-fsync"];
+    pub const NAMES: &'static [&'static str] = &[
+        "skip-dedup",
+        "skip-fetch-batch",
+        "commit-without-quorum",
+        "ack-before-fsync",
+        "tolerate-wal-damage",
+        "serve-past-hw",
+    ];
     /// The offset whose batch `skip-fetch-batch` leaves out of reads.
     pub const SKIPPED_OFFSET: u64 = 500;
 
@@ -55,6 +69,8 @@ impl Sabotage {
                 "skip-fetch-batch" => sabotage.skip_fetch_batch = true,
                 "commit-without-quorum" => sabotage.commit_without_quorum = true,
                 "ack-before-fsync" => sabotage.ack_before_fsync = true,
+                "tolerate-wal-damage" => sabotage.tolerate_wal_damage = true,
+                "serve-past-hw" => sabotage.serve_past_high_watermark = true,
                 other => return Err(UnknownSabotage { name: other.to_string() }),
             }
         }
@@ -73,6 +89,8 @@ impl fmt::Display for Sabotage {
             (self.skip_fetch_batch, "skip-fetch-batch"),
             (self.commit_without_quorum, "commit-without-quorum"),
             (self.ack_before_fsync, "ack-before-fsync"),
+            (self.tolerate_wal_damage, "tolerate-wal-damage"),
+            (self.serve_past_high_watermark, "serve-past-hw"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -97,7 +115,8 @@ mod tests {
         assert_eq!(both.to_string(), "skip-dedup,skip-fetch-batch");
         let all = Sabotage::parse(&Sabotage::NAMES.join(",")).unwrap();
         assert_eq!(all.to_string(), Sabotage::NAMES.join(","));
-        assert!(all.commit_without_quorum && all.ack_before_fsync);
+        assert!(all.commit_without_quorum && all.ack_before_fsync && all.tolerate_wal_damage);
+        assert!(all.serve_past_high_watermark);
         assert_eq!(
             Sabotage::parse("skip-dedup,lose-acks").unwrap_err(),
             UnknownSabotage { name: "lose-acks".into() }

@@ -181,6 +181,9 @@ impl PartitionReader {
     /// start before `from`: batches are served as stored.
     pub fn read(&self, from: Offset, max_bytes: usize) -> Result<Vec<StoredBatch>, FetchError> {
         let progress = self.progress();
+        if self.sabotage.serve_past_high_watermark && from >= progress.high_watermark {
+            return self.read_past_high_watermark(from, progress);
+        }
         if from < progress.log_start || from > progress.high_watermark {
             return Err(FetchError::OffsetOutOfRange {
                 requested: from,
@@ -238,6 +241,39 @@ impl PartitionReader {
             rows = self.storage.offset_index_from(next_base, FETCH_INDEX_ROWS_PER_READ)?;
             if rows.is_empty() {
                 break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl PartitionReader {
+    /// The `serve-past-hw` sabotage: batches of the log entries after the last applied batch,
+    /// committed or not, numbered on from the high watermark as if they were committed.
+    fn read_past_high_watermark(
+        &self,
+        from: Offset,
+        progress: Progress,
+    ) -> Result<Vec<StoredBatch>, FetchError> {
+        const ENTRIES_MAX: u64 = 64;
+        let first = match progress.high_watermark.0.checked_sub(1) {
+            Some(last) => self.storage.offset_index_floor(Offset(last))?.map_or(1, |(_, row)| row.index + 1),
+            None => 1,
+        };
+        let mut base = progress.high_watermark;
+        let mut out = Vec::new();
+        for index in first..first + ENTRIES_MAX {
+            let Some(entry) = self.storage.entry(index)? else { break };
+            for batch in
+                codec::partition_entry_batches(entry).map_err(|e| FetchError::Corrupt(e.to_string()))?
+            {
+                let count =
+                    BatchHeader::read(&batch).map_err(|e| FetchError::Corrupt(e.to_string()))?.record_count;
+                let next = base.plus(u64::from(count));
+                if next > from {
+                    out.push(StoredBatch { base_offset: base, record_count: count, bytes: batch });
+                }
+                base = next;
             }
         }
         Ok(out)

@@ -34,6 +34,10 @@ pub struct StorageOptions {
     /// A deliberate bug for the fault tests (the `ack-before-fsync` sabotage): writes asked to
     /// be durable are acknowledged once RocksDB has handed the WAL to the OS, never fsynced.
     pub skip_wal_fsync: bool,
+    /// A deliberate bug for the fault tests (the `tolerate-wal-damage` sabotage): the WAL is
+    /// replayed in RocksDB's `PointInTime` mode, which stops at the first damaged record and
+    /// opens with what came before it (decision 0014 says why that is wrong).
+    pub tolerate_wal_damage: bool,
 }
 
 impl Default for StorageOptions {
@@ -43,6 +47,7 @@ impl Default for StorageOptions {
             block_cache_bytes: 128 << 20,
             direct_io_flush: true,
             skip_wal_fsync: false,
+            tolerate_wal_damage: false,
         }
     }
 }
@@ -165,7 +170,11 @@ impl Storage {
         db_options.create_missing_column_families(true);
         // A torn tail (the last, unsynced write cut short) is dropped; damage before it fails the
         // open rather than silently dropping every later record, votes included (decision 0014).
-        db_options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        db_options.set_wal_recovery_mode(if options.tolerate_wal_damage {
+            DBRecoveryMode::PointInTime
+        } else {
+            DBRecoveryMode::TolerateCorruptedTailRecords
+        });
         db_options.set_max_background_jobs(2);
         db_options.set_bytes_per_sync(1 << 20);
         db_options.set_max_total_wal_size(256 << 20);

@@ -113,9 +113,25 @@ fn settled_sst(dir: &Path) -> Option<PathBuf> {
         .map(|(_, path)| path)
 }
 
+/// Adds to the checker's report what the history alone does not show: the fsync audit of a
+/// cluster on lazy filesystems (`audit`), and the anomalies the nemesis saw itself.
+pub(super) fn add_findings(
+    audit: Option<(&ChaosCluster, &Recorder)>,
+    history: &[Op],
+    nemesis_anomalies: Vec<(&'static str, String)>,
+    report: &mut Report,
+) {
+    if let Some((cluster, recorder)) = audit {
+        fsync_audit(cluster, recorder, history, report);
+    }
+    for (anomaly, example) in nemesis_anomalies {
+        report.flag(anomaly, || example);
+    }
+}
+
 /// Scenario 12's fsync audit: the nodes' lazy filesystems logged their fsyncs; every
 /// acknowledged send must have seen WAL fsyncs complete on two nodes while it was in flight.
-pub(super) fn fsync_audit(cluster: &ChaosCluster, recorder: &Recorder, history: &[Op], report: &mut Report) {
+fn fsync_audit(cluster: &ChaosCluster, recorder: &Recorder, history: &[Op], report: &mut Report) {
     let syncs: Vec<Vec<u64>> = cluster
         .ids()
         .into_iter()
@@ -235,9 +251,12 @@ impl Nemesis<'_> {
             // It serves from the damaged disk: the checks at the end say whether it served
             // bad data. Its copy from before the damage is stale now (it has voted and stored
             // since) and must not be put back.
-            self.problems.push(format!(
-                "node {id} started on a damaged disk ({}: {detail}) and was still running {REFUSAL_WAIT:?} later",
-                damage.name()
+            self.anomalies.push((
+                checker::UNDETECTED_DAMAGE,
+                format!(
+                    "node {id} started on a damaged disk ({}: {detail}) and was still running {REFUSAL_WAIT:?} later",
+                    damage.name()
+                ),
             ));
             self.faults[i].detail = format!("{detail}; started");
             std::fs::remove_dir_all(&pristine)?;

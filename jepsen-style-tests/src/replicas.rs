@@ -80,6 +80,10 @@ async fn read_node(
     Ok(out)
 }
 
+/// The least time each copy is given, even after others used up `catch_up`: one stuck replica
+/// must not make every later copy fail unread.
+const COPY_READ_MIN: Duration = Duration::from_secs(2);
+
 /// Compares every node's copy of every key up to `targets[key]`, waiting up to `catch_up` for
 /// lagging replicas.
 pub async fn compare(
@@ -95,6 +99,7 @@ pub async fn compare(
         let Some(target) = targets.get(&key).copied() else { continue };
         let mut copies: Vec<(String, Copy)> = Vec::new();
         for addr in addrs {
+            let deadline = deadline.max(Instant::now() + COPY_READ_MIN);
             match read_node(addr, topic, key, target, deadline).await {
                 Ok(pairs) => {
                     check.nodes.entry(addr.clone()).or_default().insert(key, (pairs.len(), fnv(&pairs)));

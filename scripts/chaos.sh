@@ -10,7 +10,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 "$here/scripts/setup.sh"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
-cargo build --release --locked -p sluice-broker -p sluice-chaos --features sluice-broker/failpoints
+cargo build --release --locked -p sluice-broker -p sluice-chaos -p sluice-lazyfs --features sluice-broker/failpoints
 args=("$@")
 has_rounds=0
 for a in "${args[@]}"; do [ "$a" = "--rounds" ] && has_rounds=1; done

@@ -128,7 +128,10 @@ impl Kind {
             Kind::DiskFull if !rustix::process::geteuid().is_root() => {
                 Some("needs root to mount a size-capped tmpfs per node")
             }
-            Kind::PowerLoss => sluice_lazyfs::mount::available().err(),
+            Kind::PowerLoss => sluice_lazyfs::mount::available().err().or_else(|| {
+                let beside = std::env::current_exe().ok()?.with_file_name("sluice-lazyfs");
+                (!beside.exists()).then_some("needs sluice-lazyfs beside sluice-chaos (cargo build -p sluice-lazyfs)")
+            }),
             Kind::ClockJumps if crate::cluster::libfaketime().is_none() => {
                 Some("needs libfaketime (Debian's libfaketime package)")
             }

@@ -130,7 +130,8 @@ impl Kind {
             }
             Kind::PowerLoss => sluice_lazyfs::mount::available().err().or_else(|| {
                 let beside = std::env::current_exe().ok()?.with_file_name("sluice-lazyfs");
-                (!beside.exists()).then_some("needs sluice-lazyfs beside sluice-chaos (cargo build -p sluice-lazyfs)")
+                (!beside.exists())
+                    .then_some("needs sluice-lazyfs beside sluice-chaos (cargo build -p sluice-lazyfs)")
             }),
             Kind::ClockJumps if crate::cluster::libfaketime().is_none() => {
                 Some("needs libfaketime (Debian's libfaketime package)")

@@ -788,19 +788,24 @@ impl Nemesis<'_> {
             Kind::ClockJumps => self.clock_jumps(window_end).await?,
             Kind::Mixed => self.mixed(window_end).await?,
             Kind::SlowNetwork => {
-                let delay = Duration::from_millis(75);
+                // The leader's links at least 75 ms each way (such a link once stalled the key
+                // for the whole fault: the RPC-timeout fix), up to twice that; the follower's
+                // anywhere from 25 ms. The seed picks both.
+                let delay = Duration::from_millis(self.rng.between(75, 150));
                 let Some(leader) = self.leader(0).await else { bail!("no leader to slow down") };
                 let result = self.cluster.topology.delay_peers(leader, delay);
-                let i = self.record("delay-leader-peers-75ms", Some(leader), Some(0), result);
-                // Safety is what CHAOS.md asks here; the limit guards the RPC-timeout fix (a 75 ms
-                // link once stalled the key for the whole fault).
+                let name = format!("delay-leader-peers-{}ms", delay.as_millis());
+                let i = self.record(&name, Some(leader), Some(0), result);
+                // Safety is what CHAOS.md asks here; the limit guards the RPC-timeout fix.
                 self.limits(i, None, Some(3_000));
                 self.wait(profile.hold).await;
                 self.cluster.topology.heal()?;
                 self.healed(i);
                 let Some(follower) = self.follower(0).await else { bail!("no follower") };
+                let delay = Duration::from_millis(self.rng.between(25, 150));
                 let result = self.cluster.topology.delay_peers(follower, delay);
-                let i = self.record("delay-follower-peers-75ms", Some(follower), Some(0), result);
+                let name = format!("delay-follower-peers-{}ms", delay.as_millis());
+                let i = self.record(&name, Some(follower), Some(0), result);
                 self.limits(i, None, Some(3_000));
                 self.wait(profile.hold).await;
                 self.cluster.topology.heal()?;

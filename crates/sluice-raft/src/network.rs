@@ -421,7 +421,7 @@ impl Transport for LocalTransport {
 pub struct GroupNetworkFactory {
     group: GroupId,
     transport: Arc<dyn Transport>,
-    /// The `commit-without-quorum` sabotage: a failed append is reported as stored.
+    /// The `commit-without-quorum` sabotage: an append unanswered after 50 ms is reported as stored.
     fake_failed_appends: bool,
 }
 

@@ -192,6 +192,29 @@ impl LazyFs {
         Ok(())
     }
 
+    /// `unlink` and `rmdir`: removes `name` from the backing directory with `remove`, and
+    /// forgets it (with whatever of it was unsynced).
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: impl Fn(&Path) -> io::Result<()>,
+        reply: ReplyEmpty,
+    ) {
+        let mut state = self.state();
+        let path = match state.path(parent.0) {
+            Ok(p) => p.join(name),
+            Err(e) => return reply.error(e),
+        };
+        match remove(&self.real(&path)) {
+            Ok(()) => {
+                state.forget(&path);
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn entry(&self, state: &mut State, path: &Path, reply: ReplyEntry) {
         let ino = state.intern(path);
         match self.attr(state, ino) {
@@ -271,33 +294,11 @@ impl Filesystem for LazyFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut state = self.state();
-        let path = match state.path(parent.0) {
-            Ok(p) => p.join(name),
-            Err(e) => return reply.error(e),
-        };
-        match fs::remove_file(self.real(&path)) {
-            Ok(()) => {
-                state.forget(&path);
-                reply.ok();
-            }
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.remove(parent, name, |p| fs::remove_file(p), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut state = self.state();
-        let path = match state.path(parent.0) {
-            Ok(p) => p.join(name),
-            Err(e) => return reply.error(e),
-        };
-        match fs::remove_dir(self.real(&path)) {
-            Ok(()) => {
-                state.forget(&path);
-                reply.ok();
-            }
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.remove(parent, name, |p| fs::remove_dir(p), reply);
     }
 
     fn rename(

@@ -30,6 +30,8 @@ pub enum BusyReason {
     NodeFull,
     #[error("the node serves as many subscriptions as it may")]
     Subscriptions,
+    #[error("the node serves as many produce streams as it may")]
+    ProduceStreams,
 }
 
 /// A BUSY answer: try again after `retry_after_ms`.

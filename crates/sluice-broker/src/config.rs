@@ -89,9 +89,13 @@ pub struct LimitsConfig {
     pub memory_budget_bytes: u64,
     /// Push subscriptions served at once; beyond it a new one is answered BUSY.
     pub subscriptions_max: u32,
+    /// Ordered produce streams served at once; beyond it a new one is answered BUSY (and the
+    /// SDK produces by single calls instead).
+    pub produce_streams_max: u32,
 }
 
-/// The most push subscriptions a node may be configured to serve.
+/// The most push subscriptions (and, separately, produce streams) a node may be configured to
+/// serve.
 pub const SUBSCRIPTIONS_MAX: u32 = 1 << 16;
 /// The allowance for everything not sized by the config: the runtime, connections, Raft state.
 pub const MEMORY_OVERHEAD_BYTES: u64 = 128 << 20;
@@ -138,6 +142,7 @@ impl Default for LimitsConfig {
             disk_free_bytes_min: 256 << 20,
             memory_budget_bytes: 1 << 30,
             subscriptions_max: 1024,
+            produce_streams_max: 4096,
         }
     }
 }
@@ -262,6 +267,9 @@ impl NodeConfig {
         if limits.subscriptions_max == 0 || limits.subscriptions_max > SUBSCRIPTIONS_MAX {
             return fail(format!("limits.subscriptions_max must be between 1 and {SUBSCRIPTIONS_MAX}"));
         }
+        if limits.produce_streams_max == 0 || limits.produce_streams_max > SUBSCRIPTIONS_MAX {
+            return fail(format!("limits.produce_streams_max must be between 1 and {SUBSCRIPTIONS_MAX}"));
+        }
         let needed = self.memory_needed_bytes();
         if needed > limits.memory_budget_bytes {
             return fail(format!(
@@ -358,6 +366,7 @@ mod tests {
             ("http_addr = \"127.0.0.1:7000\"", "must differ"),
             ("[limits]\nmemory_budget_bytes = 268435456", "memory_budget_bytes"),
             ("[limits]\nsubscriptions_max = 0", "subscriptions_max"),
+            ("[limits]\nproduce_streams_max = 0", "produce_streams_max"),
             ("node_id = 1\ncontrollers = [{ id = 1, addr = \"127.0.0.1:9\" }]", "advertises"),
         ];
         for (text, expected) in cases {

@@ -21,6 +21,7 @@ use crate::services::metadata::MetadataService;
 use crate::services::node_control::NodeControl;
 use crate::services::produce::ProducerService;
 use crate::services::raft::RaftService;
+use crate::services::streams::StreamTasks;
 use crate::services::subscribe::Subscriptions;
 use crate::tasks::Task;
 
@@ -31,13 +32,14 @@ pub struct GrpcServer {
     pub node: Arc<Node>,
     pub listener: tokio::net::TcpListener,
     pub subscriptions: Subscriptions,
+    pub produce_streams: StreamTasks,
 }
 
 impl Task for GrpcServer {
     const NAME: &'static str = "grpc";
 
     async fn run(self, shutdown: CancellationToken) {
-        let GrpcServer { node, listener, subscriptions } = self;
+        let GrpcServer { node, listener, subscriptions, produce_streams } = self;
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         // The standard gRPC health service: SERVING while the node runs, for load balancers and probes.
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -61,7 +63,7 @@ impl Task for GrpcServer {
                     .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
             )
             .add_service(
-                ProducerServer::new(ProducerService::new(node.clone()))
+                ProducerServer::new(ProducerService::new(node.clone(), produce_streams))
                     .max_decoding_message_size(PRODUCE_REQUEST_BYTES_MAX)
                     .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
             )

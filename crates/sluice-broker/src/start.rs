@@ -16,6 +16,7 @@ use crate::http::HttpServer;
 use crate::node::{Node, NodeParts};
 use crate::registry::Registry;
 use crate::server::GrpcServer;
+use crate::services::streams::StreamTasks;
 use crate::services::subscribe::Subscriptions;
 use crate::tasks::TaskSet;
 use crate::tasks::heartbeat::Heartbeater;
@@ -35,6 +36,7 @@ pub struct NodeHandle {
     pub http_addr: std::net::SocketAddr,
     tasks: TaskSet,
     subscriptions: Subscriptions,
+    produce_streams: StreamTasks,
 }
 
 /// Starts a node from a config; `sabotage` breaks it on purpose (fault tests only).
@@ -81,6 +83,7 @@ pub async fn start_node(config: NodeConfig, sabotage: Sabotage) -> anyhow::Resul
     );
     let shutdown = CancellationToken::new();
     let subscriptions = Subscriptions::new(config.limits.subscriptions_max, shutdown.clone());
+    let produce_streams = StreamTasks::new(config.limits.produce_streams_max, shutdown.clone());
     let node = Arc::new(Node::new(NodeParts {
         config,
         raft_settings,
@@ -95,8 +98,12 @@ pub async fn start_node(config: NodeConfig, sabotage: Sabotage) -> anyhow::Resul
     tracing::info!(node = node.id(), %grpc_addr, %http_addr, controller, %sabotage, "node starting");
 
     let mut tasks = TaskSet::default();
-    let grpc =
-        GrpcServer { node: node.clone(), listener: grpc_listener, subscriptions: subscriptions.clone() };
+    let grpc = GrpcServer {
+        node: node.clone(),
+        listener: grpc_listener,
+        subscriptions: subscriptions.clone(),
+        produce_streams: produce_streams.clone(),
+    };
     tasks.spawn(grpc, &shutdown);
     tasks.spawn(HttpServer { node: node.clone(), listener: http_listener }, &shutdown);
     if controller {
@@ -110,7 +117,7 @@ pub async fn start_node(config: NodeConfig, sabotage: Sabotage) -> anyhow::Resul
     tasks.spawn(PeerMonitor { node: node.clone() }, &shutdown);
     tasks.spawn(Quiescer { node: node.clone() }, &shutdown);
     tasks.spawn(LeadershipShedder { node: node.clone() }, &shutdown);
-    Ok(NodeHandle { node, grpc_addr, http_addr, tasks, subscriptions })
+    Ok(NodeHandle { node, grpc_addr, http_addr, tasks, subscriptions, produce_streams })
 }
 
 impl NodeHandle {
@@ -136,6 +143,7 @@ impl NodeHandle {
         node.shutdown().cancel();
         self.tasks.join().await;
         self.subscriptions.closed().await;
+        self.produce_streams.closed().await;
         let groups: Vec<PartitionGroup> = node.take_partitions();
         for group in groups {
             if let Err(e) = group.shutdown(node.dispatcher()).await {

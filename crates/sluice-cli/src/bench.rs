@@ -22,6 +22,7 @@ pub struct ProduceBench {
     pub linger_ms: u64,
     pub busy_linger_ms: u64,
     pub sticky_bytes: usize,
+    pub batches_in_flight: usize,
 }
 
 /// Creates the topic if it is missing and waits until every partition has a leader.
@@ -81,6 +82,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
                 linger_ms: bench.linger_ms,
                 busy_linger_ms: bench.busy_linger_ms,
                 sticky_bytes: bench.sticky_bytes,
+                max_in_flight: bench.batches_in_flight,
                 ..ProducerConfig::default()
             },
         ));
@@ -154,7 +156,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
          latency enqueue→ack: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms\n\
          RESULT system=sluice fsync=majority replicas=3 test=publish_acked size={} msgs={acked} secs={secs:.2} \
          msgs_per_s={rate:.0} MB_per_s={mb:.2} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} producers={} inflight={} \
-         partitions={} linger_ms={} busy_linger_ms={} sticky_bytes={}\n",
+         partitions={} linger_ms={} busy_linger_ms={} sticky_bytes={} batches_in_flight={}\n",
         bench.size,
         ms(0.5),
         ms(0.99),
@@ -170,6 +172,7 @@ pub async fn produce(bootstrap: &[String], bench: ProduceBench) -> Result<String
         bench.linger_ms,
         bench.busy_linger_ms,
         bench.sticky_bytes,
+        bench.batches_in_flight,
     ))
 }
 

@@ -120,6 +120,9 @@ enum BenchCommand {
         /// the records round robin, one per partition (as keyed records spread).
         #[arg(long, default_value_t = 256 * 1024)]
         sticky_bytes: usize,
+        /// Batches of one partition sent and not yet acknowledged, at most (1 to 8).
+        #[arg(long, default_value_t = ProducerConfig::default().max_in_flight)]
+        batches_in_flight: usize,
     },
     /// End to end at a fixed offered rate: publish→ack and publish→consume latency measured
     /// from each record's intended send time (coordinated-omission safe).
@@ -399,6 +402,7 @@ async fn run_bench(bootstrap: &[String], command: &BenchCommand) -> Result<Strin
             linger_ms,
             busy_linger_ms,
             sticky_bytes,
+            batches_in_flight,
         } => {
             let bench = bench::ProduceBench {
                 topic: topic.clone(),
@@ -411,6 +415,7 @@ async fn run_bench(bootstrap: &[String], command: &BenchCommand) -> Result<Strin
                 linger_ms: *linger_ms,
                 busy_linger_ms: *busy_linger_ms,
                 sticky_bytes: *sticky_bytes,
+                batches_in_flight: *batches_in_flight,
             };
             bench::produce(bootstrap, bench).await
         }

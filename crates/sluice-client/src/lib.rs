@@ -10,6 +10,7 @@ mod admin;
 mod cluster;
 mod consumer;
 mod error;
+mod partition_worker;
 mod producer;
 
 pub use admin::Admin;

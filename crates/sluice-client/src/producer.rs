@@ -6,27 +6,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_proto::v1 as pb;
-use sluice_proto::v1::producer_client::ProducerClient;
-use sluice_types::{Compression, ProducerEpoch, ProducerId, Record, RecordBatch, Sequence};
+use sluice_types::Compression;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::ClientError;
 use crate::cluster::Cluster;
-use crate::error::{code_name, refused};
+use crate::partition_worker::PartitionWorker;
 use sluice_types::sync::lock;
-
-/// Records per batch at most, whatever their size.
-const BATCH_RECORDS_MAX: usize = 10_000;
-/// One produce attempt's limit: above the broker's own commit deadline (three election
-/// timeouts), so that the broker's answer normally comes first.
-const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest single back-off between retries.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
@@ -49,6 +38,11 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Producer id and sequences make retries duplicate-free.
     pub idempotent: bool,
+    /// Batches of one partition sent and not yet acknowledged, at most (1 to 8). Above 1 they
+    /// go on an ordered stream to the leader, which proposes each without waiting for the one
+    /// before to commit (Kafka's `max.in.flight.requests.per.connection`); order and
+    /// idempotence hold, since the broker proposes a stream's batches in the order sent.
+    pub max_in_flight: usize,
     /// A record not acknowledged within this long fails.
     pub delivery_timeout_ms: u64,
     /// Records waiting per partition; `send` waits when the queue is full.
@@ -66,6 +60,7 @@ impl Default for ProducerConfig {
             sticky_bytes: 256 * 1024,
             compression: Compression::None,
             idempotent: true,
+            max_in_flight: 4,
             delivery_timeout_ms: 60_000,
             queue_records_max: 16_384,
             retry_backoff_ms: 20,
@@ -92,11 +87,11 @@ impl Future for DeliveryFuture {
     }
 }
 
-struct Pending {
-    key: Option<Bytes>,
-    value: Bytes,
-    timestamp_ms: i64,
-    done: oneshot::Sender<Result<Delivery, ClientError>>,
+pub(crate) struct Pending {
+    pub(crate) key: Option<Bytes>,
+    pub(crate) value: Bytes,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) done: oneshot::Sender<Result<Delivery, ClientError>>,
 }
 
 /// Sends records to a cluster. Cheap to share (`&Producer` from many tasks).
@@ -109,7 +104,7 @@ pub struct Producer {
     /// The partition keyless records go to, per topic, when `sticky_bytes` is set.
     sticky: Mutex<HashMap<String, Sticky>>,
     /// How many of this producer's partitions have a batch in flight.
-    in_flight: Arc<AtomicUsize>,
+    busy_partitions: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -138,7 +133,7 @@ impl Producer {
             tasks: Mutex::new(Vec::new()),
             round_robin: AtomicU64::new(0),
             sticky: Mutex::new(HashMap::new()),
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            busy_partitions: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -209,7 +204,7 @@ impl Producer {
             config: self.config.clone(),
             topic: topic.to_string(),
             partition,
-            in_flight: self.in_flight.clone(),
+            busy_partitions: self.busy_partitions.clone(),
         };
         let task = tokio::spawn(worker.run(rx));
         lock(&self.tasks).push(task);
@@ -225,14 +220,6 @@ impl Producer {
             let _ = task.await;
         }
     }
-}
-
-struct PartitionWorker {
-    cluster: Arc<Cluster>,
-    config: ProducerConfig,
-    topic: String,
-    partition: u32,
-    in_flight: Arc<AtomicUsize>,
 }
 
 /// Where a topic's keyless records go, and how much went there since it was chosen.
@@ -281,230 +268,18 @@ impl Sticky {
 }
 
 /// A small xorshift for back-off jitter; quality does not matter here.
-struct Jitter(u64);
+pub(crate) struct Jitter(u64);
 
 impl Jitter {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Jitter(u64::try_from(now_ms()).unwrap_or(1) | 1)
     }
 
-    fn next(&mut self, below: u64) -> u64 {
+    pub(crate) fn next(&mut self, below: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % below.max(1)
-    }
-}
-
-impl PartitionWorker {
-    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
-        let mut identity: Option<(u64, u32)> = None;
-        let mut sequence = 0u64;
-        loop {
-            let Some(first) = rx.recv().await else { return };
-            let busy = self.in_flight.load(Ordering::Relaxed) >= 2;
-            let linger =
-                Duration::from_millis(if busy { self.config.busy_linger_ms } else { self.config.linger_ms });
-            let mut bytes = first.value.len() + first.key.as_ref().map_or(0, Bytes::len);
-            let mut pending = vec![first];
-            let deadline = tokio::time::Instant::now() + linger;
-            while bytes < self.config.batch_bytes_max && pending.len() < BATCH_RECORDS_MAX {
-                // Take what is already queued without waiting; only a positive linger waits for
-                // more (a zero-length timer would still cost a timer tick, about a millisecond).
-                let next = match rx.try_recv() {
-                    Ok(p) => Some(p),
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    Err(mpsc::error::TryRecvError::Empty) if linger.is_zero() => None,
-                    Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                        next = rx.recv() => next,
-                        () = tokio::time::sleep_until(deadline) => None,
-                    },
-                };
-                let Some(p) = next else { break };
-                bytes += p.value.len() + p.key.as_ref().map_or(0, Bytes::len);
-                pending.push(p);
-            }
-            if self.config.idempotent && identity.is_none() {
-                match self.init_identity().await {
-                    Ok(id) => {
-                        identity = Some(id);
-                        sequence = 0;
-                    }
-                    Err(e) => {
-                        fail(pending, &e);
-                        continue;
-                    }
-                }
-            }
-            let (producer_id, epoch) = identity.unwrap_or((0, 0));
-            let base_timestamp_ms = pending[0].timestamp_ms;
-            let batch = RecordBatch {
-                producer_id: ProducerId(producer_id),
-                producer_epoch: ProducerEpoch(epoch),
-                base_sequence: Sequence(sequence),
-                base_timestamp_ms,
-                compression: self.config.compression,
-                records: pending
-                    .iter()
-                    .map(|p| Record {
-                        timestamp_delta_ms: p.timestamp_ms - base_timestamp_ms,
-                        key: p.key.clone(),
-                        value: p.value.clone(),
-                        headers: Vec::new(),
-                    })
-                    .collect(),
-            };
-            let encoded = match batch.encode() {
-                Ok(encoded) => encoded,
-                Err(e) => {
-                    fail(pending, &ClientError::InvalidRecord(e.to_string()));
-                    continue;
-                }
-            };
-            self.in_flight.fetch_add(1, Ordering::Relaxed);
-            let delivered = self.deliver(encoded).await;
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            match delivered {
-                Ok(base_offset) => {
-                    sequence += pending.len() as u64;
-                    for (i, p) in pending.into_iter().enumerate() {
-                        let _ = p
-                            .done
-                            .send(Ok(Delivery { partition: self.partition, offset: base_offset + i as u64 }));
-                    }
-                }
-                Err(e) => {
-                    // Whether the batch landed is unknown: continuing the same sequence could
-                    // be refused or misread as a duplicate. A fresh producer id starts clean.
-                    identity = None;
-                    fail(pending, &e);
-                }
-            }
-        }
-    }
-
-    /// A producer id from the registry, asked again with back-off until the delivery timeout:
-    /// the registry may be electing a leader.
-    async fn init_identity(&self) -> Result<(u64, u32), ClientError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.delivery_timeout_ms);
-        let mut backoff = Duration::from_millis(self.config.retry_backoff_ms.max(1));
-        let mut round = 0u32;
-        loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let timeout =
-                crate::cluster::init_producer_timeout(round).min(remaining.max(Duration::from_millis(1)));
-            round = round.saturating_add(1);
-            match self.cluster.init_producer(timeout).await {
-                Ok(identity) => return Ok(identity),
-                Err(e) if tokio::time::Instant::now() + backoff > deadline => return Err(e),
-                Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
-        }
-    }
-
-    /// Sends one encoded batch until it is acknowledged, a final error, or the delivery timeout.
-    async fn deliver(&self, batch: Bytes) -> Result<u64, ClientError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.delivery_timeout_ms);
-        let mut jitter = Jitter::new();
-        let mut backoff = Duration::from_millis(self.config.retry_backoff_ms.max(1));
-        let mut refresh = false;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let last = match self.attempt(&batch, refresh).await {
-                Ok(Ok(base_offset)) => return Ok(base_offset),
-                Ok(Err(retry)) => retry,
-                Err(final_error) => return Err(final_error),
-            };
-            refresh = last.refresh;
-            let wait = if let Some(after) = last.wait {
-                after + Duration::from_millis(jitter.next(millis(after) / 4 + 1))
-            } else {
-                let wait = backoff + Duration::from_millis(jitter.next(millis(backoff) / 2 + 1));
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                wait
-            };
-            if tokio::time::Instant::now() + wait > deadline {
-                return Err(ClientError::DeliveryTimeout { attempts, last: last.reason });
-            }
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    /// One attempt: `Ok(Ok(offset))` acknowledged, `Ok(Err(retry))` worth retrying,
-    /// `Err(e)` final.
-    async fn attempt(&self, batch: &Bytes, refresh: bool) -> Result<Result<u64, Retry>, ClientError> {
-        let addr = match self.cluster.leader_addr(&self.topic, self.partition, refresh).await {
-            Ok(addr) => addr,
-            Err(ClientError::Refused { code, message }) if code != "UNKNOWN_TOPIC_OR_PARTITION" => {
-                return Err(ClientError::Refused { code, message });
-            }
-            Err(e) => return Ok(Err(Retry { reason: e.to_string(), refresh: true, wait: None })),
-        };
-        let mut client = ProducerClient::new(self.cluster.channel(&addr)?)
-            .max_decoding_message_size(Cluster::max_message_bytes())
-            .max_encoding_message_size(Cluster::max_message_bytes());
-        let mut request = tonic::Request::new(pb::ProduceRequest {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            batch: batch.clone(),
-        });
-        request.set_timeout(PRODUCE_TIMEOUT);
-        let response = match client.produce(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                if status.code() == tonic::Code::Unavailable {
-                    self.cluster.suspect(&addr);
-                }
-                return Ok(Err(Retry {
-                    reason: format!("{addr}: {}", status.message()),
-                    refresh: true,
-                    wait: None,
-                }));
-            }
-        };
-        let Some(error) = response.error.filter(|e| e.code != pb::ErrorCode::None as i32) else {
-            return Ok(Ok(response.base_offset));
-        };
-        let reason = format!("{addr}: {}: {}", code_name(error.code), error.message);
-        match pb::ErrorCode::try_from(error.code) {
-            Ok(pb::ErrorCode::NotLeader) => {
-                let hinted = !error.leader_addr.is_empty();
-                if hinted {
-                    self.cluster.set_leader(&self.topic, self.partition, error.leader_addr.clone());
-                }
-                Ok(Err(Retry { reason, refresh: !hinted, wait: hinted.then_some(Duration::ZERO) }))
-            }
-            Ok(pb::ErrorCode::Busy) => Ok(Err(Retry {
-                reason,
-                refresh: false,
-                wait: Some(Duration::from_millis(u64::from(error.retry_after_ms.max(1)))),
-            })),
-            Ok(pb::ErrorCode::Unavailable | pb::ErrorCode::UnknownTopicOrPartition) => {
-                Ok(Err(Retry { reason, refresh: true, wait: None }))
-            }
-            _ => Err(refused(&error)),
-        }
-    }
-}
-
-struct Retry {
-    reason: String,
-    refresh: bool,
-    /// The broker's requested delay, or none for the exponential back-off.
-    wait: Option<Duration>,
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn fail(pending: Vec<Pending>, error: &ClientError) {
-    for p in pending {
-        let _ = p.done.send(Err(error.clone()));
     }
 }
 

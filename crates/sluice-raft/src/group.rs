@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use sluice_proto::raft as pb;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use openraft::impls::BasicNode;
 use openraft::{Config, SnapshotPolicy};
 use sluice_partition::{BatchOutcome, Sabotage};
@@ -94,6 +94,32 @@ pub enum AppendFailure {
     /// not be committed. Idempotent producers retry safely.
     #[error("append outcome unknown: {0}")]
     Indeterminate(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An append handed to Raft: its outcome once the entry is committed and applied.
+#[derive(Debug)]
+pub struct ProposedAppend {
+    complete: tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<PartitionRaft>>,
+}
+
+impl ProposedAppend {
+    /// What each batch of the entry became, in order; waits for the commit and apply.
+    pub async fn outcomes(self) -> Result<Vec<BatchOutcome>, AppendFailure> {
+        match self.complete.await {
+            Ok(Ok(response)) => match response.data {
+                PartitionResponse::Appended { outcomes } => Ok(outcomes),
+                PartitionResponse::Nothing => {
+                    unreachable!("an append entry is answered with its outcomes")
+                }
+            },
+            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(AppendFailure::NotLeader { leader: forward.leader_id })
+            }
+            Ok(Err(e)) => Err(AppendFailure::Indeterminate(Box::new(e))),
+            // Raft dropped the responder: it stopped before the entry was applied.
+            Err(closed) => Err(AppendFailure::Indeterminate(Box::new(closed))),
+        }
+    }
 }
 
 /// Whether an idle replica has stopped its Raft timers (no heartbeats, no elections), so that
@@ -267,28 +293,28 @@ impl PartitionGroup {
 
     /// Appends validated batches as one Raft entry and waits until it is committed (on a
     /// majority, fsynced) and applied; returns what each batch became, in order.
+    pub async fn append(&self, batches: Vec<ValidatedBatch>) -> Result<Vec<BatchOutcome>, AppendFailure> {
+        self.propose(batches).await?.outcomes().await
+    }
+
+    /// Hands validated batches to Raft as one entry without waiting for its commit: entries
+    /// proposed one after another by one caller reach the log in that order, which is what
+    /// lets a producer keep several batches of one partition in flight (docs/decisions/0015).
     ///
     /// A leader that slept through an idle period (hibernation stops its heartbeats) has heard
-    /// from no quorum for longer than its lease: the append renews the lease first
+    /// from no quorum for longer than its lease: the proposal renews the lease first
     /// ([`lease::renew_if_expired`]), so that the first produce after an idle period is served.
-    pub async fn append(&self, batches: Vec<ValidatedBatch>) -> Result<Vec<BatchOutcome>, AppendFailure> {
+    pub async fn propose(&self, batches: Vec<ValidatedBatch>) -> Result<ProposedAppend, AppendFailure> {
         self.hibernation.wake();
         lease::renew_if_expired(&self.raft, self.node, self.lease).await;
         let request = PartitionRequest::append(batches.into_iter().map(ValidatedBatch::into_bytes).collect());
-        match self.raft.client_write(request).await {
-            Ok(response) => match response.data {
-                PartitionResponse::Appended { outcomes } => Ok(outcomes),
-                PartitionResponse::Nothing => {
-                    unreachable!("an append entry is answered with its outcomes")
-                }
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(AppendFailure::NotLeader { leader: forward.leader_id })
-            }
-            Err(e) => Err(AppendFailure::Indeterminate(Box::new(e))),
-        }
+        let (responder, complete) = openraft::impls::ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(request, Some(responder))
+            .await
+            .map_err(|fatal| AppendFailure::Indeterminate(Box::new(fatal)))?;
+        Ok(ProposedAppend { complete })
     }
-
     /// Stops this replica's Raft timers while the group is idle. Safety does not depend on
     /// timers, only liveness does: whoever hibernates a follower must wake it when its leader's
     /// node stops answering.

@@ -22,7 +22,7 @@ mod snapshot_store;
 mod types;
 
 pub use batching::{BatchLimits, PeerBatcher};
-pub use group::{AppendFailure, GroupError, PartitionGroup, RaftSettings, group_config};
+pub use group::{AppendFailure, GroupError, PartitionGroup, ProposedAppend, RaftSettings, group_config};
 pub use log_store::RocksLogStore;
 pub use meta_group::{MetaGroup, MetaRaftHandle};
 pub use meta_sm::{MetaStateMachine, MetaView};

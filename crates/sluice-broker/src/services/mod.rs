@@ -8,5 +8,8 @@ pub mod group_status;
 pub mod metadata;
 pub mod node_control;
 pub mod produce;
+pub mod produce_stream;
+pub mod proposal;
 pub mod raft;
+pub mod streams;
 pub mod subscribe;

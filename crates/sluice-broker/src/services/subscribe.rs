@@ -1,6 +1,6 @@
 //! Push subscriptions: each is a task that sends committed batches within the client's credit
-//! and heartbeats when idle. They are capped (`limits.subscriptions_max`, a semaphore as
-//! mini-redis caps connections) and tracked, so that shutdown waits for every one to end.
+//! and heartbeats when idle. They are capped (`limits.subscriptions_max`) and tracked, so that
+//! shutdown waits for every one to end ([`StreamTasks`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +8,8 @@ use std::time::Duration;
 use sluice_proto::v1 as pb;
 use sluice_raft::PartitionGroup;
 use sluice_types::Offset;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tonic::Status;
 
 use crate::admission::BusyReason;
@@ -18,6 +17,7 @@ use crate::api_error::DataError;
 use crate::node::Node;
 use crate::routing;
 use crate::services::batches::{FETCH_BYTES_MAX, batches_to_pb};
+use crate::services::streams::StreamTasks;
 
 /// Responses a subscription may queue before waiting for the client to read them.
 const SUBSCRIBE_QUEUE_RESPONSES: usize = 4;
@@ -30,9 +30,7 @@ pub type SubscribeStream =
 /// The node's push subscriptions: at most `max` at once, each a tracked task.
 #[derive(Clone, Debug)]
 pub struct Subscriptions {
-    permits: Arc<Semaphore>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
+    tasks: StreamTasks,
 }
 
 fn failure(error: &DataError) -> pb::SubscribeResponse {
@@ -41,11 +39,7 @@ fn failure(error: &DataError) -> pb::SubscribeResponse {
 
 impl Subscriptions {
     pub fn new(max: u32, shutdown: CancellationToken) -> Self {
-        Subscriptions {
-            permits: Arc::new(Semaphore::new(max as usize)),
-            tracker: TaskTracker::new(),
-            shutdown,
-        }
+        Subscriptions { tasks: StreamTasks::new(max, shutdown) }
     }
 
     /// Starts a subscription from its first request; beyond the cap the stream carries one
@@ -58,7 +52,7 @@ impl Subscriptions {
     ) -> SubscribeStream {
         let (tx, rx) = mpsc::channel(SUBSCRIBE_QUEUE_RESPONSES);
         let stream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+        let Some(permit) = self.tasks.try_admit() else {
             let busy = DataError::Busy(node.admission().busy(BusyReason::Subscriptions));
             // The channel is empty and bounded above one: this cannot fail.
             let _ = tx.try_send(Ok(failure(&busy)));
@@ -81,7 +75,7 @@ impl Subscriptions {
                     tx,
                     _permit: permit,
                 };
-                self.tracker.spawn(subscription.run(self.shutdown.clone()));
+                self.tasks.spawn(subscription.run(self.tasks.shutdown().clone()));
             }
         }
         stream
@@ -89,8 +83,7 @@ impl Subscriptions {
 
     /// Waits until every subscription has ended (they end when `shutdown` is cancelled).
     pub async fn closed(&self) {
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.tasks.closed().await;
     }
 }
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod data_path;
 mod harness;
 mod hibernation;
+mod produce_stream;
 mod producers;
 mod push;
 mod registry;

@@ -434,6 +434,24 @@ fn check_sends(pairs: &[Pair<'_>], logs: &BTreeMap<Key, KeyLog>, report: &mut Re
                 });
             }
         }
+        // Within one op (a burst of sends queued without waiting), each value must land after
+        // the one queued before it to the same key: several batches of one partition are in
+        // flight at once, and must still keep the producer's order.
+        let mut previous: HashMap<Key, Value> = HashMap::new();
+        for s in sends {
+            if let Some(before) = previous.insert(s.key, s.value)
+                && let Some(log) = logs.get(&s.key)
+                && let (Some(a), Some(b)) = (log.first_idx(before), log.first_idx(s.value))
+                && signed(b, a) < 1
+            {
+                report.flag(NONMONOTONIC_SEND, || {
+                    format!(
+                        "process {} key {}: queued {before} then {} in one burst, which landed before it",
+                        p.done.process, s.key, s.value
+                    )
+                });
+            }
+        }
         for s in sends {
             last_sent.insert((p.done.process, s.key), s.value);
         }

@@ -161,6 +161,55 @@ async fn send(shared: &Shared, client: &Client, process: Process, key: Key) -> O
     }
 }
 
+/// Queues `count` values to one key without waiting for any, yielding between them so that the
+/// producer sends several batches of the partition at once, then waits for all: one op, ok only
+/// if every value was acknowledged. The checker requires them to land in the order queued.
+async fn burst(shared: &Shared, client: &Client, process: Process, key: Key, count: usize) -> OpType {
+    let values: Vec<Value> = (0..count).map(|_| shared.new_value()).collect();
+    let op = |offsets: &[Option<Offset>]| {
+        let sends =
+            values.iter().zip(offsets).map(|(value, offset)| Sent { key, value: *value, offset: *offset });
+        OpValue::Send(sends.collect())
+    };
+    let rec = &shared.recorder;
+    rec.record(process, OpType::Invoke, F::Send, op(&vec![None; count]), None);
+    let mut deliveries = Vec::with_capacity(count);
+    let mut refused = None;
+    for value in &values {
+        match client.producer.send_to(&shared.config.topic, key, None, encode(*value)).await {
+            Ok(delivery) => deliveries.push(delivery),
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    let queued = deliveries.len();
+    let outcome = tokio::time::timeout(shared.config.op_timeout, join_all(deliveries)).await;
+    let offsets: Option<Vec<Option<Offset>>> = match &outcome {
+        Ok(results) if refused.is_none() => {
+            results.iter().map(|r| r.as_ref().ok().map(|d| Some(d.offset))).collect()
+        }
+        _ => None,
+    };
+    if let Some(offsets) = offsets {
+        rec.record(process, OpType::Ok, F::Send, op(&offsets), None);
+        return OpType::Ok;
+    }
+    let error = match (&refused, &outcome) {
+        (Some(e), _) => e.clone(),
+        (None, Err(_)) => "timed out".to_string(),
+        (None, Ok(results)) => {
+            results.iter().find_map(|r| r.as_ref().err()).map_or_else(String::new, ToString::to_string)
+        }
+    };
+    // Nothing queued: nothing can land. Otherwise any queued value may have.
+    let kind = if queued == 0 { OpType::Fail } else { OpType::Info };
+    rec.record(process, kind, F::Send, op(&vec![None; count]), Some(error));
+    kind
+}
+
 /// Polls every assigned key once. Keys whose poll failed contribute nothing (their consumer did
 /// not move); the op fails only when every key failed.
 async fn poll(shared: &Shared, client: &mut Client, process: Process) {
@@ -245,7 +294,13 @@ pub async fn run_worker(shared: Arc<Shared>, seed: u64, until: Instant) -> anyho
             }
             1..=32 => {
                 let key = u32::try_from(rng.below(u64::from(shared.config.keys))).unwrap_or(0);
-                if send(&shared, &client, process, key).await == OpType::Info {
+                let done = if rng.below(8) == 0 {
+                    let count = 2 + usize::try_from(rng.below(7)).unwrap_or(0);
+                    burst(&shared, &client, process, key, count).await
+                } else {
+                    send(&shared, &client, process, key).await
+                };
+                if done == OpType::Info {
                     // Jepsen retires a process after an indeterminate op.
                     process = shared.new_process();
                 }

@@ -202,6 +202,29 @@ fn a_later_send_of_one_process_landing_earlier_is_nonmonotonic_send() {
 }
 
 #[test]
+fn a_burst_landing_out_of_its_queued_order_is_nonmonotonic_send() {
+    // One op queued 10, 11 and 12 to key 0 without waiting; 12 landed before 11.
+    let burst = |offsets: [Option<Offset>; 3]| {
+        let sends = [10, 11, 12].iter().zip(offsets).map(|(v, offset)| Sent { key: 0, value: *v, offset });
+        OpValue::Send(sends.collect())
+    };
+    let mut h = History::default();
+    h.push(1, OpType::Invoke, F::Send, burst([None; 3]));
+    h.push(1, OpType::Ok, F::Send, burst([Some(0), Some(2), Some(1)]));
+    h.poll(2, 0, &[(0, 10), (1, 12), (2, 11)]);
+    assert_only(&h.check(), &[(NONMONOTONIC_SEND, 1)]);
+
+    // The same burst in order, and one whose outcome is unknown but read in order, are clean.
+    let mut h = History::default();
+    h.push(1, OpType::Invoke, F::Send, burst([None; 3]));
+    h.push(1, OpType::Ok, F::Send, burst([Some(0), Some(1), Some(2)]));
+    h.push(3, OpType::Invoke, F::Send, OpValue::Send(vec![Sent { key: 0, value: 13, offset: None }]));
+    h.push(3, OpType::Info, F::Send, OpValue::Send(vec![Sent { key: 0, value: 13, offset: None }]));
+    h.poll(2, 0, &[(0, 10), (1, 11), (2, 12), (3, 13)]);
+    assert_only(&h.check(), &[]);
+}
+
+#[test]
 fn a_send_begun_after_another_was_acked_must_land_after_it() {
     let mut h = History::default();
     h.send(1, 0, 10, 5);

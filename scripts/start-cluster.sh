@@ -69,6 +69,7 @@ Try:
   bin/sluice topic describe orders
   seq 1 1000 | bin/sluice produce orders
   bin/sluice consume orders --from-beginning
+  bin/sluice message get --topic orders --partition 0 --offset 0
   bin/sluice topic list --output json
 
 Stop it with scripts/stop-cluster.sh (add --wipe to delete its data).

@@ -1,7 +1,10 @@
 //! `sluice`: the command line for a Sluice cluster.
 
 mod bench;
+mod health;
+mod message;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -46,6 +49,11 @@ enum Command {
     Topic {
         #[command(subcommand)]
         command: TopicCommand,
+    },
+    /// Messages: one record by topic, partition and offset.
+    Message {
+        #[command(subcommand)]
+        command: MessageCommand,
     },
     /// Sends each line of standard input (or of --file) as one record.
     Produce {
@@ -197,6 +205,19 @@ enum ClusterCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum MessageCommand {
+    /// The record at an offset: its value, key, headers, timestamp and producer.
+    Get {
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        #[arg(long)]
+        offset: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum TopicCommand {
     Create {
         name: String,
@@ -244,7 +265,8 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
     match &cli.command {
         Command::Cluster { command: ClusterCommand::Status } => {
             let status = admin.cluster_status().await?;
-            Ok(if json { pretty(&status_json(&status)) } else { status_table(&status) })
+            let topics = admin.list_topics().await?;
+            Ok(if json { pretty(&status_json(&status, &topics)) } else { status_table(&status, &topics) })
         }
         Command::Cluster { command: ClusterCommand::Wait { brokers, timeout_secs } } => {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(*timeout_secs);
@@ -288,6 +310,14 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
             consume(&bootstrap, topic, *partition, &options).await
         }
         Command::Bench { command } => run_bench(&bootstrap, command).await,
+        Command::Message { command: MessageCommand::Get { topic, partition, offset } } => {
+            let record = message::get(Cluster::new(&bootstrap)?, topic, *partition, *offset).await?;
+            Ok(if json {
+                pretty(&message::to_json(topic, &record))
+            } else {
+                message::to_table(topic, &record)
+            })
+        }
         Command::Topic { command } => match command {
             TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes } => {
                 let config =
@@ -324,7 +354,12 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
             }
             TopicCommand::Describe { name } => {
                 let topic = admin.describe_topic(name).await?;
-                Ok(if json { pretty(&topic_json(&topic)) } else { topic_table(&topic) })
+                let status = admin.cluster_status().await?;
+                Ok(if json {
+                    pretty(&topic_json_with_health(&topic, &status))
+                } else {
+                    topic_table_with_health(&topic, &status)
+                })
             }
             TopicCommand::Delete { name } => {
                 admin.delete_topic(name).await?;
@@ -594,8 +629,10 @@ fn topic_table(t: &pb::TopicInfo) -> String {
     out
 }
 
-fn status_json(s: &pb::ClusterStatusResponse) -> Value {
+fn status_json(s: &pb::ClusterStatusResponse, topics: &[pb::TopicInfo]) -> Value {
+    let healths = group_healths(s, topics);
     json!({
+        "summary": health::summary(&healths.values().cloned().collect::<Vec<_>>()),
         "meta_leader": s.meta_leader,
         "meta_term": s.meta_term,
         "meta_commit_index": s.meta_commit_index,
@@ -617,6 +654,8 @@ fn status_json(s: &pb::ClusterStatusResponse) -> Value {
             "high_watermark": g.high_watermark,
             "reported_by": g.reported_by,
             "hibernating": g.hibernating,
+            "health": healths.get(&g.group_id).map(health::Health::label),
+            "out_of_sync": healths.get(&g.group_id).map(|h| h.out_of_sync.clone()),
             "replicas": g.replicas.iter().map(|r| json!({
                 "node_id": r.node_id, "matched_index": r.matched_index, "lag": r.lag,
             })).collect::<Vec<_>>(),
@@ -625,9 +664,24 @@ fn status_json(s: &pb::ClusterStatusResponse) -> Value {
     })
 }
 
-fn status_table(s: &pb::ClusterStatusResponse) -> String {
+/// Every group's standing: each topic partition's, and the registry's.
+fn group_healths(s: &pb::ClusterStatusResponse, topics: &[pb::TopicInfo]) -> BTreeMap<u64, health::Health> {
+    let reported: BTreeMap<u64, Option<u64>> =
+        topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.group_id, p.leader))).collect();
+    health::replica_sets(s, topics)
+        .into_iter()
+        .map(|(group, replicas)| {
+            let reported = reported.get(&group).copied().flatten();
+            (group, health::assess(s, group, &replicas, reported))
+        })
+        .collect()
+}
+
+fn status_table(s: &pb::ClusterStatusResponse, topics: &[pb::TopicInfo]) -> String {
+    let healths = group_healths(s, topics);
     let mut out = format!(
-        "registry leader: {}   term: {}   commit index: {}\n\n",
+        "{}\nregistry leader: {}   term: {}   commit index: {}\n\n",
+        health::summary(&healths.values().cloned().collect::<Vec<_>>()),
         opt(s.meta_leader),
         s.meta_term,
         s.meta_commit_index
@@ -657,29 +711,79 @@ fn status_table(s: &pb::ClusterStatusResponse) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:>6} {:<24} {:>6} {:>6} {:>6} {:>8} {:>8}  REPLICA LAG",
-        "GROUP", "TOPIC/PARTITION", "LEADER", "TERM", "COMMIT", "LAST LOG", "HW"
+        "\n{:>6} {:<24} {:>10} {:>6} {:>6} {:>8} {:>8}  {:<12} REPLICA LAG",
+        "GROUP", "TOPIC/PARTITION", "LEADER", "TERM", "COMMIT", "LAST LOG", "HW", "HEALTH"
     );
-    for g in &s.groups {
-        let name =
-            if g.group_id == 0 { "(registry)".to_string() } else { format!("{}/{}", g.topic, g.partition) };
-        let lag: Vec<String> = g.replicas.iter().map(|r| format!("{}:{}", r.node_id, r.lag)).collect();
+    let names: BTreeMap<u64, String> = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (p.group_id, format!("{}/{}", t.name, p.partition))))
+        .collect();
+    for (group, h) in &healths {
+        let report = s.groups.iter().find(|g| g.group_id == *group);
+        let name = if *group == 0 {
+            "(registry)".to_string()
+        } else {
+            names.get(group).cloned().unwrap_or_default()
+        };
+        let lag: Vec<String> = report
+            .map(|g| g.replicas.iter().map(|r| format!("{}:{}", r.node_id, r.lag)).collect())
+            .unwrap_or_default();
+        let (term, commit, last, hw) =
+            report.map_or((0, 0, 0, 0), |g| (g.term, g.commit_index, g.last_log_index, g.high_watermark));
         let _ = writeln!(
             out,
-            "{:>6} {:<24} {:>6} {:>6} {:>6} {:>8} {:>8}  {}",
-            g.group_id,
+            "{:>6} {:<24} {:>10} {:>6} {:>6} {:>8} {:>8}  {:<12} {}",
+            group,
             name,
-            opt(g.leader),
-            g.term,
-            g.commit_index,
-            g.last_log_index,
-            g.high_watermark,
+            h.leader_text(),
+            term,
+            commit,
+            last,
+            hw,
+            h.label(),
             lag.join(" ")
         );
     }
     if !s.unreachable.is_empty() {
         let ids: Vec<String> = s.unreachable.iter().map(u64::to_string).collect();
         let _ = writeln!(out, "\nunreachable brokers: {}", ids.join(","));
+    }
+    out
+}
+
+fn topic_json_with_health(t: &pb::TopicInfo, s: &pb::ClusterStatusResponse) -> Value {
+    let mut value = topic_json(t);
+    let healths = group_healths(s, std::slice::from_ref(t));
+    if let Some(partitions) = value.get_mut("partitions").and_then(Value::as_array_mut) {
+        for (p, v) in t.partitions.iter().zip(partitions) {
+            if let Some(h) = healths.get(&p.group_id) {
+                v["leader"] = json!(h.leader);
+                v["idle"] = json!(h.idle);
+                v["health"] = json!(h.label());
+                v["out_of_sync"] = json!(h.out_of_sync);
+            }
+        }
+    }
+    value
+}
+
+fn topic_table_with_health(t: &pb::TopicInfo, s: &pb::ClusterStatusResponse) -> String {
+    let healths = group_healths(s, std::slice::from_ref(t));
+    let mut out = format!("topic {} (replication factor {})\n", t.name, t.replication_factor);
+    let _ = writeln!(out, "{:>9} {:>7} {:>10} {:<9} HEALTH", "PARTITION", "GROUP", "LEADER", "REPLICAS");
+    for p in &t.partitions {
+        let replicas: Vec<String> = p.replicas.iter().map(u64::to_string).collect();
+        let (leader, label) = healths
+            .get(&p.group_id)
+            .map_or_else(|| (opt(p.leader), String::new()), |h| (h.leader_text(), h.label()));
+        let _ = writeln!(
+            out,
+            "{:>9} {:>7} {:>10} {:<9} {label}",
+            p.partition,
+            p.group_id,
+            leader,
+            replicas.join(",")
+        );
     }
     out
 }

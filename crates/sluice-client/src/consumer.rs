@@ -50,6 +50,17 @@ pub struct ConsumedRecord {
     pub key: Option<Bytes>,
     pub value: Bytes,
     pub headers: Vec<(String, Bytes)>,
+    /// Who wrote it: the idempotent producer's id, epoch and this record's sequence number, or
+    /// none for a record of a non-idempotent producer.
+    pub producer: Option<ProducerStamp>,
+}
+
+/// An idempotent producer's identity on a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub id: u64,
+    pub epoch: u32,
+    pub sequence: u64,
 }
 
 /// Reads one partition in order.
@@ -122,6 +133,33 @@ impl Consumer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The record at `offset`, looked up without waiting: an offset outside the partition's
+    /// bounds is `OFFSET_OUT_OF_RANGE` naming them (never a wait for a record not written yet).
+    /// The consumer moves past it.
+    pub async fn record_at(&mut self, offset: u64) -> Result<ConsumedRecord, ClientError> {
+        let (start, end) = self.offsets().await?;
+        if offset < start || offset >= end {
+            let why = if offset < start { "was removed by retention" } else { "is not written yet" };
+            let (topic, partition) = (&self.topic, self.partition);
+            let holds = if start == end {
+                format!("{topic}/{partition} is empty (its next offset is {end})")
+            } else {
+                format!("{topic}/{partition} holds offsets {start} to {}", end - 1)
+            };
+            return Err(ClientError::Refused {
+                code: "OFFSET_OUT_OF_RANGE".into(),
+                message: format!("{holds}; offset {offset} {why}"),
+            });
+        }
+        self.seek(StartAt::Offset(offset));
+        let wait = std::mem::replace(&mut self.config.max_wait_ms, 0);
+        let records = self.poll().await;
+        self.config.max_wait_ms = wait;
+        records?.into_iter().find(|r| r.offset == offset).ok_or_else(|| {
+            ClientError::Unreachable(format!("the fetch at {offset} did not return that record"))
+        })
     }
 
     /// The next records, waiting up to the configured `max_wait_ms` for some. An empty answer
@@ -226,7 +264,8 @@ pub fn decode_batches(
         // Checked end to end: the bytes the producer's checksum covers.
         let (batch, records) = ValidatedBatch::validate_with_records(stored.batch)
             .map_err(|e| ClientError::InvalidRecord(format!("batch at {}: {e}", stored.base_offset)))?;
-        let base_timestamp = batch.header().base_timestamp_ms;
+        let header = batch.header();
+        let base_timestamp = header.base_timestamp_ms;
         for (i, record) in records.into_iter().enumerate() {
             let offset = stored.base_offset + i as u64;
             if offset < position {
@@ -240,6 +279,11 @@ pub fn decode_batches(
                 key: record.key,
                 value: record.value,
                 headers: record.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                producer: (!header.producer_id.is_none()).then(|| ProducerStamp {
+                    id: header.producer_id.0,
+                    epoch: header.producer_epoch.0,
+                    sequence: header.base_sequence.0 + i as u64,
+                }),
             });
         }
     }

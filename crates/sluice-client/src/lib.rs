@@ -15,7 +15,9 @@ mod producer;
 
 pub use admin::Admin;
 pub use cluster::Cluster;
-pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartAt, Subscription, decode_batches};
+pub use consumer::{
+    ConsumedRecord, Consumer, ConsumerConfig, ProducerStamp, StartAt, Subscription, decode_batches,
+};
 pub use error::ClientError;
 pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig, partition_for_key};
 pub use sluice_proto::v1 as proto;

@@ -6,6 +6,7 @@ mod bad_input;
 mod data_path;
 mod harness;
 mod hibernation;
+mod lookup;
 mod produce_stream;
 mod producers;
 mod push;

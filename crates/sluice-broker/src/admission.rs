@@ -97,7 +97,8 @@ impl Admission {
         self.busy_answers.load(Ordering::Relaxed)
     }
 
-    fn disk_free(&self) -> u64 {
+    /// Free bytes of the data directory's file system, measured at most once a second.
+    pub fn disk_free(&self) -> u64 {
         let mut disk = lock(&self.disk);
         if disk.0.is_none_or(|at| at.elapsed() > DISK_CHECK_INTERVAL) {
             let free = rustix::fs::statvfs(&self.data_dir)

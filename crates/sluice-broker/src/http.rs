@@ -1,5 +1,5 @@
-//! The HTTP port: `/health`, and `/failpoints/NAME` for the fault tests; metrics and the
-//! dashboard come later.
+//! The HTTP port: `/health`, `/metrics` (Prometheus), and `/failpoints/NAME` for the fault
+//! tests; the dashboard comes later.
 
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ impl Task for HttpServer {
     async fn run(self, shutdown: CancellationToken) {
         let app = axum::Router::new()
             .route("/health", get(health))
+            .route("/metrics", get(metrics))
             .route("/failpoints/{name}", put(arm_failpoint))
             .with_state(self.node);
         if let Err(e) =
@@ -45,6 +46,16 @@ async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "hibernating_groups": groups.iter().filter(|g| g.is_hibernating()).count(),
         "uptime_ms": u64::try_from(node.uptime().as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+async fn metrics(
+    State(node): State<Arc<Node>>,
+) -> (StatusCode, [(axum::http::HeaderName, &'static str); 1], String) {
+    let content_type = axum::http::header::CONTENT_TYPE;
+    match crate::exposition::render(&node) {
+        Ok(text) => (StatusCode::OK, [(content_type, crate::exposition::CONTENT_TYPE)], text),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(content_type, "text/plain")], e.to_string()),
+    }
 }
 
 /// `PUT /failpoints/NAME` with a `fail` action as the body arms a crash point (fault tests only:

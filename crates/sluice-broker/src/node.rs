@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Admission;
 use crate::clients::Clients;
 use crate::config::NodeConfig;
+use crate::metrics::Metrics;
 use crate::peer_table::{PeerChanges, PeerTable};
 use crate::registry::Registry;
 use sluice_types::sync::lock;
@@ -39,6 +40,7 @@ pub struct Node {
     clients: Arc<Clients>,
     registry: Registry,
     admission: Admission,
+    metrics: Metrics,
     partitions: Mutex<HashMap<GroupId, PartitionGroup>>,
     /// On the registry leader: brokers' heartbeats and the partition leaders they report.
     liveness: Mutex<LivenessTable>,
@@ -83,6 +85,7 @@ impl Node {
             id: config.node_id,
             addr: config.advertised(),
             admission: Admission::new(&config.limits, storage.path().to_path_buf()),
+            metrics: Metrics::default(),
             config,
             raft_settings,
             storage,
@@ -142,6 +145,10 @@ impl Node {
 
     pub fn admission(&self) -> &Admission {
         &self.admission
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Cancelled when the node stops.

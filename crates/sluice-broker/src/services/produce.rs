@@ -73,7 +73,7 @@ impl Producer for ProducerService {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        Ok(Response::new(to_pb(ProducerService::produce(self, request.into_inner()).await)))
+        Ok(Response::new(to_pb(&self.node, ProducerService::produce(self, request.into_inner()).await)))
     }
 
     async fn init_producer(

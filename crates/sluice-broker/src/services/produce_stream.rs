@@ -39,10 +39,11 @@ pub fn start(
 ) -> ProduceStream {
     let Some(stream_permit) = tasks.try_admit() else {
         let busy = DataError::Busy(proposer.node().admission().busy(BusyReason::ProduceStreams));
-        return Box::pin(futures::stream::iter([Ok(to_pb(Err(busy)))]));
+        return Box::pin(futures::stream::iter([Ok(to_pb(proposer.node(), Err(busy)))]));
     };
     let (tx, rx) = mpsc::channel::<Slot>(STREAM_IN_FLIGHT_MAX);
     let node = proposer.node().clone();
+    let answering = node.clone();
     tasks.spawn(intake(proposer, inbound, tx, tasks.shutdown().clone()));
     let answers = tokio_stream::wrappers::ReceiverStream::new(rx)
         .then(move |(proposed, window)| {
@@ -60,7 +61,7 @@ pub fn start(
             let _open = &stream_permit;
             let item = (!*ended).then(|| {
                 *ended = answer.is_err();
-                Ok(to_pb(answer))
+                Ok(to_pb(&answering, answer))
             });
             std::future::ready(item)
         });

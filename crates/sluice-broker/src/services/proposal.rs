@@ -40,6 +40,7 @@ impl Proposer {
     /// partition has no leader), validation, the producer check, admission, and handing the
     /// batch to Raft. Proposals made one after another reach the log in that order.
     pub async fn propose(&self, request: pb::ProduceRequest) -> Result<Proposed, DataError> {
+        let started = tokio::time::Instant::now();
         let node = &self.node;
         // The size first: an oversized batch is refused for what it is wherever it lands, never
         // parked for an election or answered BUSY by admission.
@@ -59,6 +60,7 @@ impl Proposer {
             answer => answer?,
         };
         let batch = ValidatedBatch::validate(request.batch)?;
+        let size = BatchSize { records: batch.header().record_count, bytes: batch.bytes().len() };
         self.check_producer(batch.header()).await?;
         let permit = node.admission().try_admit(replica.group(), batch.bytes().len())?;
         // A leader that cannot reach a quorum would hold the request forever; past the deadline
@@ -70,7 +72,7 @@ impl Proposer {
             Ok(Err(failure)) => return Err(append_failure(node, failure)),
             Err(_) => return Err(DataError::CommitTimeout { waited_ms: deadline.waited_ms }),
         };
-        Ok(Proposed { proposal, deadline, _permit: permit })
+        Ok(Proposed { proposal, deadline, started, size, _permit: permit })
     }
 
     /// An idempotent batch must name a producer id the registry issued, at an epoch it issued;
@@ -112,7 +114,16 @@ impl Proposer {
 pub struct Proposed {
     proposal: ProposedAppend,
     deadline: Deadline,
+    /// When the request arrived.
+    started: tokio::time::Instant,
+    size: BatchSize,
     _permit: AdmissionPermit,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BatchSize {
+    records: u32,
+    bytes: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -129,11 +140,15 @@ impl Proposed {
             Ok(Err(failure)) => return Err(append_failure(node, failure)),
             Err(_) => return Err(DataError::CommitTimeout { waited_ms: self.deadline.waited_ms }),
         };
+        let seconds = self.started.elapsed().as_secs_f64();
         match outcomes.into_iter().next() {
             Some(BatchOutcome::Appended { base_offset }) => {
+                node.metrics().produced(self.size.records, self.size.bytes, seconds);
                 Ok(pb::ProduceResponse { error: None, base_offset: base_offset.0, duplicate: false })
             }
             Some(BatchOutcome::Duplicate { base_offset }) => {
+                // Acknowledged again, appended nothing: only its time counts.
+                node.metrics().produced(0, 0, seconds);
                 Ok(pb::ProduceResponse { error: None, base_offset: base_offset.0, duplicate: true })
             }
             Some(BatchOutcome::Rejected(reason)) => Err(DataError::Rejected(reason)),
@@ -149,9 +164,15 @@ fn append_failure(node: &Node, failure: AppendFailure) -> DataError {
     }
 }
 
-/// A produce's answer on the wire: its error, if it failed, in the answer's `error`.
-pub fn to_pb(answer: Result<pb::ProduceResponse, DataError>) -> pb::ProduceResponse {
-    answer.unwrap_or_else(|error| pb::ProduceResponse { error: Some(error.to_pb()), ..Default::default() })
+/// A produce's answer on the wire: its error, if it failed, in the answer's `error` (and counted
+/// by its code in the node's metrics).
+pub fn to_pb(node: &Node, answer: Result<pb::ProduceResponse, DataError>) -> pb::ProduceResponse {
+    answer.unwrap_or_else(|error| {
+        let error = error.to_pb();
+        let code = pb::ErrorCode::try_from(error.code).map_or("UNKNOWN", |c| c.as_str_name());
+        node.metrics().produce_failed(code.trim_start_matches("ERROR_CODE_"));
+        pb::ProduceResponse { error: Some(error), ..Default::default() }
+    })
 }
 
 fn millis(d: Duration) -> u64 {

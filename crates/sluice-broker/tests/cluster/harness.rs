@@ -41,6 +41,8 @@ pub async fn must_leader_of(admin: &Admin, group: u64, not: Option<u64>) -> u64 
 pub struct Cluster {
     dir: tempfile::TempDir,
     pub grpc: Vec<String>,
+    /// Each node's HTTP address (`/health`, `/metrics`).
+    pub http: Vec<String>,
     children: Vec<Option<Child>>,
     pub session_timeout: Duration,
 }
@@ -56,6 +58,7 @@ impl Cluster {
     pub fn start_with(n: usize, hibernate_after_ms: u64, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let grpc: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let http: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let controllers: Vec<String> = grpc
             .iter()
             .enumerate()
@@ -64,13 +67,13 @@ impl Cluster {
         for (i, addr) in grpc.iter().enumerate() {
             let id = i + 1;
             let config = format!(
-                "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{addr}\"\nhttp_addr = \"127.0.0.1:{http}\"\n\
+                "node_id = {id}\ndata_dir = \"{data}\"\ngrpc_addr = \"{addr}\"\nhttp_addr = \"{http}\"\n\
                  controllers = [{controllers}]\n\
                  [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
                  hibernate_after_ms = {hibernate_after_ms}\n\
                  [liveness]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 1500\n{extra}",
                 data = dir.path().join(format!("node{id}")).display(),
-                http = free_port(),
+                http = http[i],
                 controllers = controllers.join(", "),
             );
             std::fs::write(dir.path().join(format!("node{id}.toml")), config).unwrap();
@@ -78,6 +81,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir,
             grpc,
+            http,
             children: (0..n).map(|_| None).collect(),
             session_timeout: Duration::from_millis(1500),
         };

@@ -7,6 +7,7 @@ mod data_path;
 mod harness;
 mod hibernation;
 mod lookup;
+mod metrics;
 mod produce_stream;
 mod producers;
 mod push;

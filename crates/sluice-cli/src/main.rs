@@ -206,14 +206,18 @@ enum ClusterCommand {
 
 #[derive(Subcommand, Debug)]
 enum MessageCommand {
-    /// The record at an offset: its value, key, headers, timestamp and producer.
+    /// The record at an offset, or the first one stamped at or after a time: its value, key,
+    /// headers, timestamp and producer.
     Get {
         #[arg(long)]
         topic: String,
         #[arg(long, default_value_t = 0)]
         partition: u32,
+        #[arg(long, required_unless_present = "timestamp_ms", conflicts_with = "timestamp_ms")]
+        offset: Option<u64>,
+        /// A time in Unix milliseconds (`date +%s%3N`).
         #[arg(long)]
-        offset: u64,
+        timestamp_ms: Option<i64>,
     },
 }
 
@@ -310,8 +314,13 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
             consume(&bootstrap, topic, *partition, &options).await
         }
         Command::Bench { command } => run_bench(&bootstrap, command).await,
-        Command::Message { command: MessageCommand::Get { topic, partition, offset } } => {
-            let record = message::get(Cluster::new(&bootstrap)?, topic, *partition, *offset).await?;
+        Command::Message { command: MessageCommand::Get { topic, partition, offset, timestamp_ms } } => {
+            let at = match (offset, timestamp_ms) {
+                (Some(offset), _) => message::At::Offset(*offset),
+                (None, Some(t)) => message::At::Time(*t),
+                (None, None) => unreachable!("clap requires --offset or --timestamp-ms"),
+            };
+            let record = message::get(Cluster::new(&bootstrap)?, topic, *partition, at).await?;
             Ok(if json {
                 pretty(&message::to_json(topic, &record))
             } else {

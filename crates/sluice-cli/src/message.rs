@@ -9,16 +9,39 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sluice_client::{ClientError, Cluster, ConsumedRecord, Consumer, ConsumerConfig, StartAt};
 
-/// The record at `offset` of `topic`/`partition`.
+/// Which record to look up.
+#[derive(Clone, Copy, Debug)]
+pub enum At {
+    Offset(u64),
+    /// The first record stamped at or after this time (Unix ms).
+    Time(i64),
+}
+
+/// The record of `topic`/`partition` at `at`.
 pub async fn get(
     cluster: Arc<Cluster>,
     topic: &str,
     partition: u32,
-    offset: u64,
+    at: At,
 ) -> Result<ConsumedRecord, ClientError> {
     // The smallest fetch: it still returns the whole batch holding the offset.
     let config = ConsumerConfig { max_bytes: 1, min_bytes: 1, max_wait_ms: 0, read_from_follower: false };
-    Consumer::new(cluster, topic, partition, StartAt::Offset(offset), config).record_at(offset).await
+    let mut consumer = Consumer::new(cluster, topic, partition, StartAt::Earliest, config);
+    let offset = match at {
+        At::Offset(offset) => offset,
+        At::Time(t) => {
+            let offset = consumer.offset_for_time(t).await?;
+            let (_, end) = consumer.offsets().await?;
+            if offset >= end {
+                return Err(ClientError::Refused {
+                    code: "OFFSET_OUT_OF_RANGE".into(),
+                    message: format!("no record of {topic}/{partition} is stamped at or after {}", utc(t)),
+                });
+            }
+            offset
+        }
+    };
+    consumer.record_at(offset).await
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -23,6 +23,8 @@ pub enum StartAt {
     /// The next record to be written.
     Latest,
     Offset(u64),
+    /// The first record stamped at or after this time (Unix ms); the next one written if none is.
+    Timestamp(i64),
 }
 
 #[derive(Clone, Debug)]
@@ -112,17 +114,44 @@ impl Consumer {
 
     /// The earliest and latest offsets of the partition.
     pub async fn offsets(&mut self) -> Result<(u64, u64), ClientError> {
+        let answer = self.list_offsets(None).await?;
+        Ok((answer.earliest, answer.latest))
+    }
+
+    /// The offset of the first record stamped at or after `timestamp_ms` (Unix ms), or the next
+    /// offset to be written when none is. A time more than a minute ahead of the broker's clock
+    /// is refused (`INVALID_REQUEST`).
+    pub async fn offset_for_time(&mut self, timestamp_ms: i64) -> Result<u64, ClientError> {
+        let answer = self.list_offsets(Some(timestamp_ms)).await?;
+        Ok(answer.timestamp_offset.unwrap_or(answer.latest))
+    }
+
+    /// Where a consumer without a position starts.
+    async fn start_offset(&mut self) -> Result<u64, ClientError> {
+        match self.start {
+            StartAt::Offset(o) => Ok(o),
+            StartAt::Timestamp(t) => self.offset_for_time(t).await,
+            StartAt::Earliest => Ok(self.offsets().await?.0),
+            StartAt::Latest => Ok(self.offsets().await?.1),
+        }
+    }
+
+    async fn list_offsets(
+        &mut self,
+        timestamp_ms: Option<i64>,
+    ) -> Result<pb::ListOffsetsResponse, ClientError> {
         let deadline = tokio::time::Instant::now() + POLL_RETRY_WINDOW;
         loop {
             let mut client = self.client().await?;
-            let request = pb::ListOffsetsRequest { topic: self.topic.clone(), partition: self.partition };
+            let request =
+                pb::ListOffsetsRequest { topic: self.topic.clone(), partition: self.partition, timestamp_ms };
             let last = match client.list_offsets(request).await {
                 Ok(r) => {
                     let r = r.into_inner();
-                    match r.error.filter(|e| e.code != 0) {
-                        None => return Ok((r.earliest, r.latest)),
-                        Some(e) if retriable(&e) => code_name(e.code),
-                        Some(e) => return Err(refused(&e)),
+                    match r.error.as_ref().filter(|e| e.code != 0) {
+                        None => return Ok(r),
+                        Some(e) if retriable(e) => code_name(e.code),
+                        Some(e) => return Err(refused(e)),
                     }
                 }
                 Err(status) => status.message().to_string(),
@@ -168,8 +197,7 @@ impl Consumer {
         let next = if let Some(next) = self.next {
             next
         } else {
-            let (earliest, latest) = self.offsets().await?;
-            let next = if self.start == StartAt::Latest { latest } else { earliest };
+            let next = self.start_offset().await?;
             self.next = Some(next);
             next
         };
@@ -223,12 +251,7 @@ impl Consumer {
         credit_records: u32,
         credit_bytes: u64,
     ) -> Result<Subscription, ClientError> {
-        let position = if let Some(next) = self.next {
-            next
-        } else {
-            let (earliest, latest) = self.offsets().await?;
-            if self.start == StartAt::Latest { latest } else { earliest }
-        };
+        let position = if let Some(next) = self.next { next } else { self.start_offset().await? };
         let mut client = self.client().await?;
         let (credit, rx) = mpsc::channel(16);
         let first = pb::SubscribeRequest {

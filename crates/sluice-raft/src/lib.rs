@@ -19,6 +19,7 @@ pub mod network;
 mod partition_sm;
 mod pb;
 mod snapshot_store;
+mod time_lookup;
 mod types;
 
 pub use batching::{BatchLimits, PeerBatcher};
@@ -34,6 +35,7 @@ pub use partition_sm::{
     CHECKPOINT_INTERVAL_ENTRIES, FetchError, PartitionReader, PartitionStateMachine, Progress,
     RetentionFloor, StoredBatch,
 };
+pub use time_lookup::offset_for_time;
 pub use types::{GroupConfig, MetaRaft, MetaRequest, PartitionRaft, PartitionRequest, PartitionResponse};
 
 /// The Raft handle of a partition group.

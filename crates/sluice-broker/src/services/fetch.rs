@@ -69,12 +69,29 @@ impl ConsumerService {
         // Any replica answers: its committed range is a prefix of the leader's.
         let replica = routing::serving_replica(&self.node, &request.topic, request.partition, true)?;
         let progress = replica.reader().progress();
+        let timestamp_offset = match request.timestamp_ms {
+            Some(t) if t > now_ms().saturating_add(CLOCK_SKEW_MS) => {
+                return Err(DataError::InvalidRequest("timestamp_ms is in the future"));
+            }
+            Some(t) => Some(sluice_raft::offset_for_time(replica.reader(), t)?.0),
+            None => None,
+        };
         Ok(pb::ListOffsetsResponse {
             error: None,
             earliest: progress.log_start.0,
             latest: progress.high_watermark.0,
+            timestamp_offset,
         })
     }
+}
+
+/// How far a looked-up time may be ahead of this node's clock: producers' clocks drift.
+const CLOCK_SKEW_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[tonic::async_trait]

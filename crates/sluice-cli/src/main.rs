@@ -331,7 +331,10 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
             TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes } => {
                 let config =
                     pb::TopicConfig { retention_ms: *retention_ms, retention_bytes: *retention_bytes };
-                let topic = admin.create_topic(name, *partitions, *replication_factor, config).await?;
+                let created = admin.create_topic(name, *partitions, *replication_factor, config).await?;
+                // The answer comes once the registry agreed; the partitions then elect their
+                // leaders. Wait a little for them, so the table shows leaders rather than "-".
+                let topic = with_leaders(&admin, created).await;
                 Ok(if json {
                     pretty(&topic_json(&topic))
                 } else {
@@ -376,6 +379,21 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
             }
         },
     }
+}
+
+/// `topic` as described once every partition has a leader, polled for at most 10 s; as it was
+/// if that takes longer or the description fails.
+async fn with_leaders(admin: &Admin, topic: pb::TopicInfo) -> pb::TopicInfo {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut latest = topic;
+    while latest.partitions.iter().any(|p| p.leader.is_none()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        match admin.describe_topic(&latest.name).await {
+            Ok(described) => latest = described,
+            Err(_) => break,
+        }
+    }
+    latest
 }
 
 async fn produce(

@@ -16,6 +16,26 @@ struct CodeLabel {
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     produce: Produce,
+    consume: Family<ModeLabel, Counter>,
+    consume_bytes: Family<ModeLabel, Counter>,
+}
+
+/// How records left the node: pulled by `Fetch` or pushed on a subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Fetch,
+    Push,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    mode: &'static str,
+}
+
+impl ModeLabel {
+    fn of(mode: Mode) -> Self {
+        ModeLabel { mode: if mode == Mode::Fetch { "fetch" } else { "push" } }
+    }
 }
 
 /// The produce path's counters.
@@ -52,8 +72,24 @@ impl Metrics {
         self.produce.errors.get_or_create(&CodeLabel { code: code.to_string() }).inc();
     }
 
+    /// Batches of `records` records in `bytes` bytes sent to a consumer.
+    pub fn consumed(&self, mode: Mode, records: u64, bytes: u64) {
+        self.consume.get_or_create(&ModeLabel::of(mode)).inc_by(records);
+        self.consume_bytes.get_or_create(&ModeLabel::of(mode)).inc_by(bytes);
+    }
+
     /// Adds these metrics to one scrape's registry.
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "consume_records",
+            "Records sent to consumers, by mode (fetch, push); batches go whole, so a batch read from its middle counts all its records",
+            self.consume.clone(),
+        );
+        registry.register(
+            "consume_bytes",
+            "Batch bytes sent to consumers, by mode",
+            self.consume_bytes.clone(),
+        );
         registry.register(
             "produce_latency_seconds",
             "Acknowledged produce requests: from arrival to the answer (committed on a majority)",

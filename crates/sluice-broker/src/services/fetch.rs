@@ -10,6 +10,7 @@ use sluice_types::Offset;
 use tonic::{Request, Response, Status};
 
 use crate::api_error::DataError;
+use crate::metrics::Mode;
 use crate::node::Node;
 use crate::routing;
 use crate::services::batches::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, batches_to_pb};
@@ -50,6 +51,8 @@ impl ConsumerService {
             let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
             if bytes >= min_bytes || tokio::time::Instant::now() >= deadline || node.shutdown().is_cancelled()
             {
+                let records = batches.iter().map(|b| u64::from(b.record_count)).sum();
+                node.metrics().consumed(Mode::Fetch, records, bytes as u64);
                 return Ok(pb::FetchResponse {
                     error: None,
                     batches: batches_to_pb(batches),

@@ -14,6 +14,7 @@ use tonic::Status;
 
 use crate::admission::BusyReason;
 use crate::api_error::DataError;
+use crate::metrics::{Metrics, Mode};
 use crate::node::Node;
 use crate::routing;
 use crate::services::batches::{FETCH_BYTES_MAX, batches_to_pb};
@@ -66,6 +67,7 @@ impl Subscriptions {
             Ok(replica) => {
                 let subscription = Subscription {
                     replica,
+                    metrics: node.metrics().clone(),
                     cursor: Cursor {
                         position: Offset(first.offset),
                         credit_records: u64::from(first.credit_records),
@@ -103,6 +105,7 @@ async fn send(
 /// One push subscription.
 struct Subscription {
     replica: PartitionGroup,
+    metrics: Metrics,
     cursor: Cursor,
     inbound: tonic::Streaming<pb::SubscribeRequest>,
     tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
@@ -151,7 +154,7 @@ impl Cursor {
 
 impl Subscription {
     async fn run(self, shutdown: CancellationToken) {
-        let Subscription { replica, mut cursor, mut inbound, tx, _permit } = self;
+        let Subscription { replica, metrics, mut cursor, mut inbound, tx, _permit } = self;
         let high_watermark = || replica.reader().progress().high_watermark.0;
         let mut watch = replica.reader().watch();
         let mut heartbeat = tokio::time::interval(SUBSCRIBE_HEARTBEAT);
@@ -160,6 +163,9 @@ impl Subscription {
             watch.borrow_and_update();
             match cursor.take(&replica) {
                 Ok(batches) if !batches.is_empty() => {
+                    let records = batches.iter().map(|b| u64::from(b.record_count)).sum();
+                    let bytes = batches.iter().map(|b| b.bytes.len() as u64).sum();
+                    metrics.consumed(Mode::Push, records, bytes);
                     let response = pb::SubscribeResponse {
                         error: None,
                         batches: batches_to_pb(batches),

@@ -1,13 +1,16 @@
 //! `/metrics` on every node, in the Prometheus (`OpenMetrics`) text format: after acknowledged
-//! produces, the leader counts the records and their latency, every replica shows its group's
-//! Raft state, exactly one names itself leader, and refused produces are counted by code.
+//! produces, the leader counts the records and their latency, and the records consumed by fetch
+//! and by push; every replica shows its group's Raft state, exactly one names itself leader, and
+//! refused produces are counted by code.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_client::proto::producer_client::ProducerClient;
-use sluice_client::{Cluster as Client, Producer, ProducerConfig, proto as pb};
+use sluice_client::{
+    Cluster as Client, Consumer, ConsumerConfig, Producer, ProducerConfig, StartAt, proto as pb,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{Cluster, must_eventually, must_leader_of};
@@ -55,7 +58,7 @@ async fn every_node_exposes_its_counters_and_its_groups_raft_state() {
     let leader = must_leader_of(&admin, group, None).await;
 
     let client = Client::new(&cluster.grpc).unwrap();
-    let producer = Producer::new(client, ProducerConfig::default());
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
     let mut deliveries = Vec::new();
     for i in 0..100 {
         deliveries.push(producer.send_to("m", 0, None, Bytes::from(format!("{i:04}"))).await.unwrap());
@@ -64,6 +67,19 @@ async fn every_node_exposes_its_counters_and_its_groups_raft_state() {
         d.await.unwrap();
     }
     producer.close().await;
+    println!("--- the 100 records consumed once by fetch and once by push, from the leader");
+    let mut pulled = Consumer::new(client.clone(), "m", 0, StartAt::Earliest, ConsumerConfig::default());
+    let mut seen = 0;
+    while seen < 100 {
+        seen += pulled.poll().await.unwrap().len();
+    }
+    let mut pushed = Consumer::new(client.clone(), "m", 0, StartAt::Earliest, ConsumerConfig::default());
+    let mut subscription = pushed.subscribe(1_000, 1 << 20).await.unwrap();
+    let mut seen = 0;
+    while seen < 100 {
+        seen += subscription.next().await.unwrap().len();
+    }
+    drop(subscription);
     println!("--- a refused produce (a batch that is not a batch) is counted by its code");
     let mut raw = ProducerClient::connect(format!("http://{}", cluster.addr(leader))).await.unwrap();
     let garbage =
@@ -86,6 +102,10 @@ async fn every_node_exposes_its_counters_and_its_groups_raft_state() {
         on_leader.keys().filter(|k| k.starts_with("sluice_produce_errors_total{")).collect();
     assert_eq!(refusals.len(), 1, "{body}");
     assert_eq!(value(&on_leader, refusals[0]), 1, "the one refused produce, by its code");
+    for mode in ["fetch", "push"] {
+        let consumed = value(&on_leader, &format!("sluice_consume_records_total{{mode=\"{mode}\"}}"));
+        assert!(consumed >= 100, "{mode}: {consumed} records sent, all 100 read");
+    }
     assert!(value(&on_leader, "sluice_storage_fsyncs_total") >= 1);
     assert!(value(&on_leader, "sluice_disk_free_bytes") > 0);
     assert!(value(&on_leader, &format!("sluice_partition_high_watermark{series}")) >= 100);

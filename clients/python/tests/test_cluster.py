@@ -9,7 +9,7 @@ import time
 
 from conftest import LocalCluster, eventually
 
-from sluice import Consumer, Producer, SluiceError, partition_for_key, subscribe
+from sluice import Consumer, Producer, SluiceError, offset_for_time, partition_for_key, subscribe
 
 
 def read_partition(cluster, topic, partition, until_offset, timeout_s=60.0):
@@ -189,3 +189,33 @@ def test_bad_requests_get_typed_errors(cluster3):
     pid, epoch = producer.init_producer()
     assert (pid, producer.init_producer(producer_id=pid)[1]) == (pid, epoch + 1)
     producer.close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def test_a_consumer_starts_from_a_time(cluster3):
+    cluster3.create_topic("py-time", 1, 3)
+    producer = Producer(cluster3.client)
+    for i in range(3):
+        producer.send("py-time", f"before-{i}".encode(), partition=0)
+    producer.flush(timeout_s=30)
+    stamped = max(r.timestamp_ms for r in read_partition(cluster3.client, "py-time", 0, 3))
+    # Records are stamped in milliseconds: wait for the clock to pass the last one.
+    middle = eventually("the clock to pass the first records' stamp", 1.0, lambda: now_ms() if now_ms() > stamped else None)
+    for i in range(2):
+        producer.send("py-time", f"after-{i}".encode(), partition=0)
+    producer.flush(timeout_s=30)
+    producer.close()
+
+    start = offset_for_time(cluster3.client, "py-time", 0, middle)
+    assert start == 3, "the first record stamped at or after the time"
+    assert [r.value for r in Consumer(cluster3.client, "py-time", 0, offset=start).poll()] == [b"after-0", b"after-1"]
+    assert offset_for_time(cluster3.client, "py-time", 0, 0) == 0, "a time before everything: the start"
+    assert offset_for_time(cluster3.client, "py-time", 0, now_ms()) == 5, "after everything: the next offset"
+    try:
+        offset_for_time(cluster3.client, "py-time", 0, now_ms() + 3_600_000, timeout_s=5)
+        raise AssertionError("a time an hour ahead is refused")
+    except SluiceError as e:
+        assert e.code == "ERROR_CODE_INVALID_REQUEST"

@@ -20,7 +20,7 @@ from sluice.batch import (
     partition_for_key,
 )
 from sluice.cluster import Cluster
-from sluice.consumer import EARLIEST, LATEST, Consumer, list_offsets, subscribe
+from sluice.consumer import EARLIEST, LATEST, Consumer, list_offsets, offset_for_time, subscribe
 from sluice.errors import DeliveryTimeout, SluiceError
 from sluice.producer import Delivery, Producer
 
@@ -42,6 +42,7 @@ __all__ = [
     "decode_batch",
     "encode_batch",
     "list_offsets",
+    "offset_for_time",
     "partition_for_key",
     "subscribe",
 ]

@@ -30,6 +30,21 @@ def list_offsets(cluster: Cluster, topic: str, partition: int, timeout_s: float 
     return answer.earliest, answer.latest
 
 
+def offset_for_time(cluster: Cluster, topic: str, partition: int, timestamp_ms: int, timeout_s: float = 30.0) -> int:
+    """The offset of the first record stamped at or after ``timestamp_ms`` (Unix ms), or the high
+    watermark when none is; start a ``Consumer`` there to read from a time. A time more than a
+    minute ahead of the broker's clock raises ``ERROR_CODE_INVALID_REQUEST``."""
+    answer = with_retries(
+        time.monotonic() + timeout_s,
+        lambda attempt: cluster.leader(topic, partition, refresh=attempt > 1),
+        lambda addr: cluster.consumer_stub(addr).ListOffsets(
+            data_pb2.ListOffsetsRequest(topic=topic, partition=partition, timestamp_ms=timestamp_ms),
+            timeout=cluster.rpc_timeout_s,
+        ),
+    )
+    return answer.timestamp_offset if answer.HasField("timestamp_offset") else answer.latest
+
+
 class Consumer:
     """Pulls one partition from ``offset`` (a number, ``EARLIEST`` or ``LATEST``) on. Each
     ``poll`` is one long-polling Fetch: it returns as soon as records are there, or empty after

@@ -273,7 +273,10 @@ impl PartitionWorker {
             } else {
                 f.batch
             };
-            match self.deliver(batch).await {
+            // Each batch keeps its own delivery timeout, counted from when it was first sent: a
+            // batch settled after others does not get a fresh one.
+            let deadline = f.sent_at + Duration::from_millis(self.config.delivery_timeout_ms);
+            match self.deliver(batch, deadline).await {
                 Ok(base_offset) => self.acknowledge(f.pending, base_offset),
                 Err(e) => {
                     let refused = matches!(e, ClientError::Refused { .. });
@@ -319,9 +322,9 @@ impl PartitionWorker {
         }
     }
 
-    /// Sends one encoded batch until it is acknowledged, a final error, or the delivery timeout.
-    async fn deliver(&self, batch: Bytes) -> Result<u64, ClientError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.delivery_timeout_ms);
+    /// Sends one encoded batch until it is acknowledged, a final error, or `deadline` (at least
+    /// one attempt is made).
+    async fn deliver(&self, batch: Bytes, deadline: tokio::time::Instant) -> Result<u64, ClientError> {
         let mut jitter = Jitter::new();
         let mut backoff = Duration::from_millis(self.config.retry_backoff_ms.max(1));
         let mut refresh = false;
